@@ -1,0 +1,1 @@
+"""segal_camvid plugin (work in progress)."""

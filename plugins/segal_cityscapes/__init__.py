@@ -1,0 +1,1 @@
+"""segal_cityscapes plugin (work in progress)."""

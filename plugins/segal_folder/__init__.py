@@ -1,0 +1,1 @@
+"""segal_folder plugin (work in progress)."""

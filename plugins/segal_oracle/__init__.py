@@ -1,0 +1,1 @@
+"""segal_oracle plugin (work in progress)."""

@@ -1,0 +1,1 @@
+"""segal_smp plugin (work in progress)."""

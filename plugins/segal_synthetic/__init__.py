@@ -1,0 +1,1 @@
+"""segal_synthetic plugin (work in progress)."""

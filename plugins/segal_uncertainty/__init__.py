@@ -1,0 +1,1 @@
+"""segal_uncertainty plugin (work in progress)."""

@@ -1,0 +1,1 @@
+"""segal_voc plugin (work in progress)."""

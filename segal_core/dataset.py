@@ -1,0 +1,153 @@
+"""The ``Dataset`` interface: one split of labelled images."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+__all__ = ["DataConfig", "Dataset", "Splits", "DEFAULT_IGNORE_INDEX"]
+
+#: Mask value that marks a pixel as not labelled / not scored.
+DEFAULT_IGNORE_INDEX = 255
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the user said about the data (``--data-path``, ``--num-classes``, ...).
+
+    :param path: the data folder, or ``None`` for datasets that need none.
+    :param num_classes: classes asked for, or ``None`` for the dataset's default.
+    :param seed: the run's seed, for datasets that generate or split at random.
+    :param options: ``--dataset-opt key=value`` pairs, already coerced by the
+        dataset's ``load`` signature (see :func:`segal_core.options.call_with_options`).
+    """
+
+    path: Path | None = None
+    num_classes: int | None = None
+    seed: int = 0
+    options: Mapping[str, object] = field(default_factory=dict)
+
+
+class Dataset(abc.ABC):
+    """One split: sized, indexable to ``(image, mask)``, with stable string ids.
+
+    ``image`` is a ``[3, H, W]`` tensor, either ``uint8`` in 0..255 (preferred: four
+    times less to copy to a GPU) or floating point in 0..1; models accept both.
+    ``mask`` is a ``[H, W]`` ``int64`` tensor of class ids, ``ignore_index`` where a
+    pixel is unlabelled or ignored.
+
+    A registered dataset class carries ``name`` (and optional ``aliases`` and
+    ``description``) and builds its splits in the class method :meth:`load`.
+    """
+
+    #: Registry name (``--dataset NAME``).
+    name: ClassVar[str] = ""
+    #: Other names accepted for ``--dataset``.
+    aliases: ClassVar[tuple[str, ...]] = ()
+    #: One line shown by ``segal plugins``.
+    description: ClassVar[str] = ""
+    #: Whether ``--data-path`` is required.
+    requires_path: ClassVar[bool] = True
+
+    #: Class names, index = class id.
+    classes: Sequence[str]
+    #: Mask value ignored by training, metrics and scoring.
+    ignore_index: int = DEFAULT_IGNORE_INDEX
+    #: Stable sample ids, one per item, in item order.
+    ids: Sequence[str]
+    #: ``"train"``, ``"val"`` or ``"test"``.
+    split: str = ""
+
+    @classmethod
+    @abc.abstractmethod
+    def load(cls, config: DataConfig) -> Splits:
+        """Open the splits; validate cheaply (layout, pairing, sizes) and raise
+        :class:`~segal_core.SegalError` naming the file and what to do."""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @abc.abstractmethod
+    def image(self, index: int) -> torch.Tensor:
+        """The image ``[3, H, W]`` (uint8 or float in 0..1) of item ``index``."""
+
+    @abc.abstractmethod
+    def mask(self, index: int) -> torch.Tensor:
+        """The ground-truth mask ``[H, W]`` (int64) of item ``index``."""
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.image(index), self.mask(index)
+
+    def index_of(self, sample_id: str) -> int:
+        """Position of ``sample_id`` in this split."""
+        lookup = self.__dict__.get("_segal_index")
+        if lookup is None:
+            lookup = {sid: i for i, sid in enumerate(self.ids)}
+            self.__dict__["_segal_index"] = lookup
+        return lookup[sample_id]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
+class Splits:
+    """The splits a dataset provides. ``train`` is the active-learning pool.
+
+    ``test`` may be ``None``: the cycle then evaluates on ``val`` and says so.
+    ``notices`` are one-line messages for the user (e.g. a fallback taken).
+    """
+
+    train: Dataset
+    val: Dataset
+    test: Dataset | None = None
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def classes(self) -> Sequence[str]:
+        return self.train.classes
+
+    @property
+    def ignore_index(self) -> int:
+        return self.train.ignore_index
+
+
+class DatasetView(Dataset):
+    """The items of ``base`` at ``indices``, in that order (e.g. the unlabelled pool).
+
+    ``masks`` optionally replaces the ground truth of some ids (partial labels from an
+    oracle); ids not in it read the base dataset's mask.
+    """
+
+    def __init__(
+        self,
+        base: Dataset,
+        indices: Sequence[int],
+        masks: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
+        self.base = base
+        self.indices = list(indices)
+        self.classes = base.classes
+        self.ignore_index = base.ignore_index
+        self.split = base.split
+        self.ids = [base.ids[i] for i in self.indices]
+        self._masks = dict(masks or {})
+
+    @classmethod
+    def load(cls, config: DataConfig) -> Splits:  # pragma: no cover - views are built, not loaded
+        raise TypeError("DatasetView is built from another dataset, not loaded")
+
+    def image(self, index: int) -> torch.Tensor:
+        return self.base.image(self.indices[index])
+
+    def mask(self, index: int) -> torch.Tensor:
+        override = self._masks.get(self.ids[index])
+        if override is not None:
+            return override
+        return self.base.mask(self.indices[index])

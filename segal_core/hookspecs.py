@@ -1,0 +1,209 @@
+"""Hook specifications: the whole plugin contract of SegAL.
+
+Every hook is a typed signature plus a docstring; the reference in
+``docs/plugins.md`` is checked against these docstrings by the tests. An
+implementation may take fewer arguments than the spec, so hooks can grow
+arguments without breaking plugins. Implement hooks in a module named by an
+entry point in the ``segal`` group, marked with :data:`segal_core.hookimpl`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .markers import hookspec
+
+if TYPE_CHECKING:
+    import click
+    import torch
+
+    from .cycle import Run
+    from .oracle import Annotation
+
+# -- registration --------------------------------------------------------------
+
+
+@hookspec
+def segal_register_datasets() -> Sequence[type]:
+    """Register dataset classes (subclasses of :class:`segal_core.Dataset`).
+
+    :returns: a list of classes, each with a unique ``name`` (and optional ``aliases``).
+
+    Called once when the plugins are loaded; a name claimed by two plugins is an error
+    that names both.
+    """
+
+
+@hookspec
+def segal_register_models() -> Sequence[type]:
+    """Register model classes (subclasses of :class:`segal_core.Model`).
+
+    :returns: a list of classes, each with a unique ``name`` (and optional ``aliases``).
+
+    Called once when the plugins are loaded; a name claimed by two plugins is an error
+    that names both.
+    """
+
+
+@hookspec
+def segal_register_strategies() -> Sequence[type]:
+    """Register query strategy classes (subclasses of :class:`segal_core.Strategy`).
+
+    :returns: a list of classes, each with a unique ``name`` (and optional ``aliases``).
+
+    Called once when the plugins are loaded; a name claimed by two plugins is an error
+    that names both.
+    """
+
+
+@hookspec
+def segal_register_oracles() -> Sequence[type]:
+    """Register oracle classes (subclasses of :class:`segal_core.Oracle`).
+
+    :returns: a list of classes, each with a unique ``name`` (and optional ``aliases``).
+
+    Called once when the plugins are loaded; a name claimed by two plugins is an error
+    that names both.
+    """
+
+
+# -- command line --------------------------------------------------------------
+
+
+@hookspec
+def segal_cli_options() -> Sequence[click.Option]:
+    """Add options to ``segal run``.
+
+    :returns: a list of :class:`click.Option`; their values reach the run as
+        ``run.config.plugin_options[<option name>]``.
+
+    Called when the CLI is built. Name options after your plugin to avoid clashes.
+    """
+
+
+@hookspec
+def segal_cli_commands(cli: click.Group) -> None:
+    """Add sub-commands to ``segal``.
+
+    :param cli: the top-level ``segal`` group; call ``cli.add_command(...)``.
+
+    Called when the CLI is built.
+    """
+
+
+# -- lifecycle -----------------------------------------------------------------
+
+
+@hookspec
+def segal_run_start(run: Run) -> None:
+    """The run is set up (data validated, model built, run directory written) and the
+    first round is about to start (or the first resumed round).
+
+    :param run: the run; ``run.config``, ``run.out``, ``run.splits``, ``run.model``.
+    """
+
+
+@hookspec
+def segal_run_end(run: Run, history: list[dict[str, Any]]) -> None:
+    """The run finished (budget, rounds or pool exhausted).
+
+    :param run: the run.
+    :param history: every round's record, as in ``history.jsonl``.
+    """
+
+
+@hookspec
+def segal_round_start(run: Run, round: int) -> None:
+    """A round starts, before training.
+
+    :param run: the run.
+    :param round: the round number (0 = trained on the seed set).
+    """
+
+
+@hookspec
+def segal_round_end(run: Run, record: dict[str, Any]) -> None:
+    """A round is complete and its record is written to ``history.jsonl``.
+
+    :param run: the run.
+    :param record: the round's record, exactly as written (JSON-compatible).
+    """
+
+
+@hookspec
+def segal_after_train(run: Run, round: int, metrics: dict[str, Any]) -> None:
+    """The model was trained and evaluated for this round.
+
+    :param run: the run.
+    :param round: the round number.
+    :param metrics: ``train`` (loss, epochs, steps), ``val`` and ``test`` (mIoU,
+        per-class IoU, pixel accuracy). Plugins may read, not change, these.
+    """
+
+
+@hookspec
+def segal_after_scoring(run: Run, round: int, ids: Sequence[str], scores: torch.Tensor) -> None:
+    """The unlabelled pool was scored, before selection.
+
+    :param run: the run.
+    :param round: the round number.
+    :param ids: the unlabelled sample ids, in score order.
+    :param scores: one float per id (higher = queried first), on the model's device.
+        Read-only: to change the query, implement :func:`segal_select`.
+    """
+
+
+@hookspec(firstresult=True)
+def segal_select(
+    run: Run, round: int, ids: Sequence[str], scores: torch.Tensor, k: int
+) -> Sequence[str] | None:
+    """Replace the strategy's selection (e.g. veto samples, enforce diversity).
+
+    :param run: the run.
+    :param round: the round number.
+    :param ids: the unlabelled sample ids.
+    :param scores: their scores, as passed to :func:`segal_after_scoring`.
+    :param k: how many samples the round queries.
+    :returns: exactly ``k`` distinct ids from ``ids``, or ``None`` to keep the
+        strategy's own top-``k``.
+
+    Stops at the first non-None result.
+    """
+
+
+@hookspec
+def segal_after_query(run: Run, round: int, queried: Sequence[str], scores: Sequence[float]) -> None:
+    """The round's query is decided, before the oracle labels it.
+
+    :param run: the run.
+    :param round: the round number.
+    :param queried: the queried ids, highest score first.
+    :param scores: their scores.
+    """
+
+
+@hookspec
+def segal_after_label(run: Run, round: int, annotations: Sequence[Annotation]) -> None:
+    """The oracle labelled the query; the ledger is updated.
+
+    :param run: the run.
+    :param round: the round number.
+    :param annotations: one :class:`segal_core.Annotation` per queried id.
+    """
+
+
+@hookspec(firstresult=True)
+def segal_phase(run: Run, round: int, phase: str, action: Callable[[], Any]) -> Any:
+    """Runs one phase of a round; wrap it for timing, logging or profiling.
+
+    :param run: the run.
+    :param round: the round number.
+    :param phase: ``"train"``, ``"evaluate"``, ``"score"``, ``"select"`` or ``"label"``.
+    :param action: the phase itself; the core's own implementation calls it.
+    :returns: the phase's result.
+
+    Implement with ``@hookimpl(wrapper=True)`` as a generator: code before ``yield``
+    runs before the phase, code after it when the phase is done; return the value of
+    the ``yield`` (the phase's result) unchanged. Stops at the first non-None result.
+    """

@@ -1,0 +1,149 @@
+"""The ``Model`` interface: a segmentation network with its trainer."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from .dataset import Dataset
+
+__all__ = ["EvalResult", "Model", "ModelConfig", "TrainResult"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything a model needs to build and train itself.
+
+    :param num_classes: output channels (logits ``[B, num_classes, H, W]``).
+    :param ignore_index: mask value ignored by the loss and the metrics.
+    :param encoder: backbone name (``--encoder``).
+    :param encoder_weights: ``"imagenet"`` or ``None`` (``--encoder-weights none``).
+    :param device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    :param precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+    :param epochs: training epochs per round.
+    :param batch_size: training (and default inference) batch size.
+    :param crop_size: side of the random square training crops, ``None`` = whole images.
+    :param lr: peak learning rate.
+    :param num_workers: DataLoader workers (``None`` = a sensible default).
+    :param seed: seed for weight init and data order.
+    :param options: ``--model-opt key=value`` pairs for the model class.
+    """
+
+    num_classes: int
+    ignore_index: int = 255
+    encoder: str = "resnet18"
+    encoder_weights: str | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    epochs: int = 1
+    batch_size: int = 8
+    crop_size: int | None = None
+    lr: float = 1e-3
+    num_workers: int | None = None
+    seed: int = 0
+    options: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class EvalResult:
+    """Metrics over a whole split, accumulated on the device.
+
+    ``per_class_iou`` holds NaN for a class absent from both prediction and truth.
+    """
+
+    miou: float
+    per_class_iou: list[float]
+    pixel_accuracy: float
+
+    def as_dict(self, classes: Sequence[str]) -> dict[str, object]:
+        return {
+            "miou": self.miou,
+            "pixel_accuracy": self.pixel_accuracy,
+            "per_class_iou": {c: v for c, v in zip(classes, self.per_class_iou)},
+        }
+
+
+@dataclass
+class TrainResult:
+    """What one call of :meth:`Model.fit` did."""
+
+    epochs: int
+    steps: int
+    images: int
+    final_loss: float
+    best_epoch: int | None = None
+    best_val_miou: float | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+#: Called by long loops as ``progress(phase, done, total)``.
+Progress = Callable[[str, int, int], None]
+
+
+class Model(abc.ABC):
+    """A segmentation network that trains, evaluates and yields logits.
+
+    Owns its device, precision and checkpoints. A registered model class carries
+    ``name`` (and optional ``aliases``, ``description``) and is built as
+    ``cls(config)``.
+    """
+
+    name: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+
+    @property
+    @abc.abstractmethod
+    def device(self) -> torch.device:
+        """Where the network runs; logits come back on this device."""
+
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """Re-initialise the weights (training from scratch), deterministically."""
+
+    @abc.abstractmethod
+    def fit(
+        self,
+        train: Dataset,
+        val: Dataset | None = None,
+        *,
+        progress: Progress | None = None,
+    ) -> TrainResult:
+        """Train on ``train`` (masks may hold ``ignore_index``); when ``val`` is given,
+        keep the weights of the best validation epoch (a real copy)."""
+
+    @abc.abstractmethod
+    def evaluate(self, data: Dataset, *, progress: Progress | None = None) -> EvalResult:
+        """mIoU, per-class IoU and pixel accuracy over the whole split."""
+
+    @abc.abstractmethod
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Inference-mode logits ``[B, C, H, W]`` on :attr:`device` for a batch of
+        images ``[B, 3, H, W]`` (uint8 or float, any device). Pads to the network's
+        stride internally and crops back."""
+
+    @abc.abstractmethod
+    def save(self, path: Path) -> None:
+        """Write the weights to ``path`` (no pickled Python objects)."""
+
+    @abc.abstractmethod
+    def load(self, path: Path) -> None:
+        """Read weights written by :meth:`save` (safely: no code runs)."""
+
+    def inference_batch_size(self) -> int:
+        """Batch size for pool scoring and evaluation."""
+        return self.config.batch_size
+
+    def loader_workers(self) -> int:
+        """DataLoader workers for this model's device."""
+        if self.config.num_workers is not None:
+            return self.config.num_workers
+        return 0 if self.device.type == "cpu" else 8
