@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -14,7 +15,7 @@ from .errors import SegalError
 if TYPE_CHECKING:
     from .model import Model, Progress
 
-__all__ = ["PoolContext", "Strategy", "UncertaintyStrategy", "REDUCTIONS"]
+__all__ = ["REDUCTIONS", "PoolContext", "Strategy", "UncertaintyStrategy", "reduce_pixels"]
 
 #: Ways to reduce per-pixel scores to one score per image.
 REDUCTIONS = ("mean", "max", "top_q")
@@ -26,6 +27,7 @@ class PoolContext:
 
     :param pool: the unlabelled samples only (a :class:`~segal_core.dataset.Dataset`,
         usually a :class:`~segal_core.dataset.DatasetView` of the train split).
+        Strategies read images (``pool.image(i)``), never masks.
     :param model: the model trained this round; ``None`` is never passed to a strategy
         with ``uses_model = True``.
     :param generator: a CPU ``torch.Generator`` seeded for this round (random choices).
@@ -60,16 +62,62 @@ class Strategy(abc.ABC):
         """One float per pool item (``[len(ctx.pool)]``), on any device."""
 
     def select(self, scores: torch.Tensor, k: int) -> torch.Tensor:
-        """Positions of the ``k`` highest scores, on the scores' device.
+        """Positions (int64, on the scores' device) of the ``k`` highest scores,
+        highest first.
 
         Ties go to the lower position (a stable sort), so the same scores always give
-        the same query. Non-finite scores rank last.
+        the same query. NaN and ``-inf`` rank last; ``+inf`` ranks first.
         """
+        if scores.dim() != 1:
+            raise ValueError(f"scores must be one-dimensional, got shape {tuple(scores.shape)}")
         if k < 0 or k > scores.numel():
             raise SegalError(f"cannot select {k} samples from a pool of {scores.numel()}")
-        clean = torch.nan_to_num(scores.float(), nan=-torch.inf, posinf=torch.finfo(torch.float32).max)
+        flat = scores.float()
+        clean = torch.where(torch.isnan(flat), -torch.inf, flat)
         order = torch.sort(clean, descending=True, stable=True).indices
         return order[:k]
+
+
+def reduce_pixels(
+    pixels: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    reduction: str = "mean",
+    q: float = 0.1,
+) -> torch.Tensor:
+    """One float32 score per image ``[B]`` from per-pixel scores ``[B, H, W]``.
+
+    Only pixels that are ``valid`` (``[B, H, W]`` bool, ``None`` = all) and finite
+    count. ``mean`` averages them, ``max`` takes the largest, ``top_q`` averages the
+    highest ``ceil(q * n)`` of the ``n`` counted pixels. An image with no counted
+    pixel scores ``-inf`` (queried last). Runs on the pixels' device without any
+    host synchronisation.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
+    if pixels.dim() != 3:
+        raise ValueError(f"pixel scores must be [B, H, W], got shape {tuple(pixels.shape)}")
+    flat = pixels.float().flatten(1)
+    keep = torch.isfinite(flat)
+    if valid is not None:
+        if valid.shape != pixels.shape:
+            raise ValueError(
+                f"valid mask has shape {tuple(valid.shape)}, pixel scores {tuple(pixels.shape)}"
+            )
+        keep &= valid.to(device=flat.device, dtype=torch.bool).flatten(1)
+    count = keep.sum(dim=1)
+    if reduction == "mean":
+        out = torch.where(keep, flat, 0.0).sum(dim=1) / count.clamp(min=1)
+    elif reduction == "max":
+        out = torch.where(keep, flat, -torch.inf).amax(dim=1)
+    else:
+        n = flat.shape[1]
+        # the most pixels any image can take; a tiny epsilon keeps q * n = 5.0000001 at 5
+        widest = min(n, max(1, math.ceil(q * n - 1e-9)))
+        ranked = torch.where(keep, flat, -torch.inf).topk(widest, dim=1, sorted=True).values
+        taken = torch.ceil(count.double() * q - 1e-9).clamp(min=1, max=widest)
+        cols = torch.arange(widest, device=flat.device)
+        out = torch.where(cols[None, :] < taken[:, None], ranked, 0.0).sum(dim=1) / taken.float()
+    return torch.where(count > 0, out, -torch.inf)
 
 
 class UncertaintyStrategy(Strategy):
@@ -79,22 +127,26 @@ class UncertaintyStrategy(Strategy):
     score per image over valid pixels (``reduction``: ``mean``, ``max`` or ``top_q``,
     the mean of the highest ``q`` fraction), guards against non-finite values, and
     streams the pool through the model (:func:`segal_core.scoring.score_pool`).
+
+    :param reduction: ``--strategy-opt reduction=mean|max|top_q``.
+    :param q: ``--strategy-opt q=0.05``: the fraction of pixels ``top_q`` averages.
     """
 
     def __init__(self, reduction: str = "mean", q: float = 0.1) -> None:
         if reduction not in REDUCTIONS:
             raise SegalError(
-                f"strategy option reduction={reduction!r} is not one of: {', '.join(REDUCTIONS)}"
+                f"--strategy-opt reduction={reduction}: not one of {', '.join(REDUCTIONS)}"
             )
-        if not 0.0 < q <= 1.0:
-            raise SegalError(f"strategy option q={q} must be in (0, 1]")
+        if not (isinstance(q, (int, float)) and 0.0 < q <= 1.0):
+            raise SegalError(f"--strategy-opt q={q}: must be a fraction in (0, 1]")
         self.reduction = reduction
-        self.q = q
+        self.q = float(q)
 
     @abc.abstractmethod
     def pixel_scores(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-pixel scores ``[B, H, W]`` from logits ``[B, C, H, W]``; higher = more
-        informative. Stay on the logits' device; no host synchronisation."""
+        informative. Stay on the logits' device; no host synchronisation. Must not
+        change when a constant is added to the logits of a pixel."""
 
     def image_scores(self, logits: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """One score per image ``[B]`` (float32) from logits ``[B, C, H, W]``.
@@ -103,31 +155,22 @@ class UncertaintyStrategy(Strategy):
         Non-finite pixel scores count as invalid; an image with no valid pixel
         scores ``-inf`` (queried last).
         """
-        pixels = self.pixel_scores(logits.float()).float()
-        finite = torch.isfinite(pixels)
-        keep = finite if valid is None else finite & valid.to(finite.device, torch.bool)
-        flat = torch.where(keep, pixels, torch.zeros((), device=pixels.device)).flatten(1)
-        keep = keep.flatten(1)
-        count = keep.sum(dim=1)
-        if self.reduction == "mean":
-            out = flat.sum(dim=1) / count.clamp(min=1)
-        elif self.reduction == "max":
-            out = torch.where(keep, flat, -torch.inf).amax(dim=1)
-        else:
-            n = flat.shape[1]
-            k = max(1, int(round(self.q * n)))
-            ranked = torch.where(keep, flat, -torch.inf).topk(k, dim=1).values
-            taken = torch.clamp(torch.ceil(count.float() * self.q), min=1).clamp(max=k)
-            ranked = torch.where(torch.isfinite(ranked), ranked, torch.zeros((), device=ranked.device))
-            cols = torch.arange(k, device=ranked.device)
-            ranked = torch.where(cols[None, :] < taken[:, None], ranked, 0.0)
-            out = ranked.sum(dim=1) / taken
-        return torch.where(count > 0, out, torch.full_like(out, -torch.inf))
+        if logits.dim() != 4:
+            raise ValueError(f"logits must be [B, C, H, W], got shape {tuple(logits.shape)}")
+        pixels = self.pixel_scores(logits.float())
+        return reduce_pixels(pixels, valid, self.reduction, self.q)
 
     def score(self, ctx: PoolContext) -> torch.Tensor:
+        """Stream the pool through ``ctx.model``; one float32 per item on its device."""
         from .scoring import score_pool
 
         if ctx.model is None:
             raise SegalError(f"strategy {self.name!r} needs a trained model")
-        return score_pool(ctx.model, ctx.pool, self.image_scores, batch_size=ctx.batch_size,
-                          num_workers=ctx.num_workers, progress=ctx.progress)
+        return score_pool(
+            ctx.model,
+            ctx.pool,
+            self.image_scores,
+            batch_size=ctx.batch_size,
+            num_workers=ctx.num_workers,
+            progress=ctx.progress,
+        )

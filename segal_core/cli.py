@@ -1,0 +1,255 @@
+"""The ``segal`` command line. Every command is a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from .config import RunConfig
+from .errors import SegalError
+from .options import parse_pairs
+from .plugins import DISABLE_ENV, Plugins, load_plugins
+
+__all__ = ["build_cli", "main", "run_main"]
+
+INTERRUPTED = 130
+
+
+def blocked_from_argv(argv: Sequence[str]) -> list[str]:
+    """Plugin names after ``-p no:NAME`` (or ``-pno:NAME``, ``-p=no:NAME``)."""
+    out: list[str] = []
+    args = list(argv)
+    for i, arg in enumerate(args):
+        value = None
+        if arg == "-p" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("-p") and not arg.startswith("--") and len(arg) > 2:
+            value = arg[2:].lstrip("=")
+        if value and value.startswith("no:"):
+            out.append(value[3:])
+    return out
+
+
+# -- segal run -------------------------------------------------------------------
+
+# (names, dest, click kwargs); the original SegAL spellings are kept as aliases.
+RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
+    (("--dataset",), "dataset", {"default": "synthetic", "show_default": True,
+                                 "help": "Dataset plugin name (see `segal plugins`)."}),
+    (("--data-path", "--data_path"), "data_path", {"help": "The dataset's folder."}),
+    (("--dataset-opt",), "dataset_opt", {"multiple": True, "metavar": "KEY=VALUE",
+                                         "help": "Option for the dataset (repeatable)."}),
+    (("--num-classes", "--num_classes"), "num_classes", {"type": int,
+                                                         "help": "Classes (dataset default if not given)."}),
+    (("--model", "--model_name"), "model", {"default": "unet", "show_default": True,
+                                            "help": "Model architecture."}),
+    (("--encoder",), "encoder", {"default": "resnet18", "show_default": True, "help": "Encoder (backbone)."}),
+    (("--encoder-weights", "--encoder_weights"), "encoder_weights",
+     {"default": "none", "show_default": True, "help": "'imagenet' or 'none' (needs no download)."}),
+    (("--model-opt",), "model_opt", {"multiple": True, "metavar": "KEY=VALUE",
+                                     "help": "Option for the model (repeatable)."}),
+    (("--strategy",), "strategy", {"default": "entropy", "show_default": True,
+                                   "help": "Query strategy; SegAL names (LeastConfidence, ...) accepted."}),
+    (("--strategy-opt",), "strategy_opt", {"multiple": True, "metavar": "KEY=VALUE",
+                                           "help": "Option for the strategy, e.g. reduction=max (repeatable)."}),
+    (("--oracle",), "oracle", {"default": "ground_truth", "show_default": True, "help": "Who labels queries."}),
+    (("--oracle-opt",), "oracle_opt", {"multiple": True, "metavar": "KEY=VALUE",
+                                       "help": "Option for the oracle (repeatable)."}),
+    (("--seed-ratio", "--seed_ratio"), "seed_ratio", {"type": float, "default": 0.1, "show_default": True,
+                                                      "help": "Fraction of the pool labelled at the start."}),
+    (("--query-ratio", "--query_ratio"), "query_ratio", {"type": float, "default": 0.1, "show_default": True,
+                                                         "help": "Fraction of the pool queried per round."}),
+    (("--query-size",), "query_size", {"type": int, "help": "Samples queried per round (overrides --query-ratio)."}),
+    (("--rounds",), "rounds", {"type": int, "help": "Rounds to record (default: until the pool is exhausted)."}),
+    (("--budget",), "budget", {"type": float, "help": "Stop at this labelled fraction of the pool."}),
+    (("--epochs", "--n_epoch"), "epochs", {"type": int, "default": 4, "show_default": True,
+                                           "help": "Training epochs per round."}),
+    (("--batch-size", "--batch_size"), "batch_size", {"type": int, "default": 8, "show_default": True}),
+    (("--crop-size", "--crop_size"), "crop_size", {"type": int, "help": "Random square training crops."}),
+    (("--lr", "--learning_rate"), "lr", {"type": float, "default": 1e-3, "show_default": True}),
+    (("--device",), "device", {"default": "auto", "show_default": True, "help": "auto, cpu, cuda or cuda:N."}),
+    (("--precision",), "precision", {"type": click.Choice(["auto", "fp32", "bf16", "fp16"]), "default": "auto",
+                                     "show_default": True}),
+    (("--num-workers", "--num_workers"), "num_workers", {"type": int, "help": "DataLoader workers."}),
+    (("--seed", "--random_seed"), "seed", {"type": int, "default": 0, "show_default": True}),
+    (("--retrain",), "retrain", {"type": click.Choice(["scratch", "finetune"]), "default": "scratch",
+                                 "show_default": True, "help": "Each round: a fresh network, or the last one."}),
+    (("--full",), "full", {"is_flag": True, "help": "Train once on the whole pool (the full-data baseline)."}),
+    (("--out",), "out", {"help": "New run folder (default runs/DATASET-STRATEGY-sSEED-TIME)."}),
+    (("--resume",), "resume", {"help": "Continue the run in this folder from its last completed round."}),
+    (("--no-progress",), "no_progress", {"is_flag": True, "help": "No progress bars."}),
+]
+
+# CLI dest -> RunConfig field where they differ.
+_FIELD = {"dataset_opt": "dataset_options", "model_opt": "model_options",
+          "strategy_opt": "strategy_options", "oracle_opt": "oracle_options"}
+
+
+def _config_values(params: dict[str, Any], given: set[str]) -> dict[str, Any]:
+    """Map CLI values onto ``RunConfig`` fields; returns only ``given`` ones when asked."""
+    out: dict[str, Any] = {}
+    for dest, value in params.items():
+        if dest in ("resume", "no_progress") or dest not in given:
+            continue
+        if dest in _FIELD:
+            flag = "--" + dest.replace("_", "-")
+            out[_FIELD[dest]] = parse_pairs(value, flag)
+        elif dest == "encoder_weights":
+            out[dest] = None if str(value).lower() in ("none", "null", "") else value
+        else:
+            out[dest] = value
+    return out
+
+
+def _make_run_command(plugins: Plugins) -> click.Command:
+    plugin_options: list[click.Option] = []
+    for options in plugins.call("segal_cli_options"):
+        plugin_options.extend(options or ())
+    plugin_dests = {opt.name for opt in plugin_options}
+
+    def callback(**params: Any) -> None:
+        from .cycle import resume_run, run_cycle
+
+        ctx = click.get_current_context()
+        plugin_values = {k: params.pop(k) for k in list(params) if k in plugin_dests}
+        given = {k for k in params if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+        echo = click.echo
+        if params["resume"]:
+            overrides = _config_values(params, given)
+            if params["no_progress"]:
+                overrides["progress"] = False
+            if plugin_values:
+                overrides["plugin_options"] = plugin_values
+            overrides.pop("out", None)
+            history = resume_run(params["resume"], overrides, plugins=plugins, echo=echo)
+        else:
+            values = _config_values(params, set(params))
+            config = RunConfig(**values, progress=not params["no_progress"], plugin_options=plugin_values)
+            history = run_cycle(config, plugins=plugins, echo=echo)
+        echo(curve_table(history))
+
+    params: list[click.Parameter] = [click.Option([*names, dest], **kw) for names, dest, kw in RUN_OPTIONS]
+    params.extend(plugin_options)
+    return click.Command(
+        "run",
+        callback=callback,
+        params=params,
+        help="Simulate pool-based active learning. With no options: the embedded synthetic "
+        "dataset, offline, on the CPU, in a few minutes.",
+    )
+
+
+def curve_table(history: Sequence[dict[str, Any]]) -> str:
+    """The learning curve as a text table."""
+    fmt = lambda x: "   n/a" if x is None else f"{x:6.3f}"  # noqa: E731
+    lines = ["", "round  labelled  fraction  val mIoU  test mIoU", "-----  --------  --------  --------  ---------"]
+    for r in history:
+        lines.append(
+            f"{r['round']:>5}  {r['labeled']:>8}  {100 * r['labeled_fraction']:>7.1f}%  "
+            f"{fmt(r['val_miou']):>8}  {fmt(r['test_miou']):>9}"
+        )
+    return "\n".join(lines)
+
+
+# -- segal plugins / report --------------------------------------------------------
+
+
+def _make_plugins_command(plugins: Plugins) -> click.Command:
+    def callback(as_json: bool) -> None:
+        infos = sorted(plugins.infos, key=lambda i: i.name)
+        if as_json:
+            click.echo(json.dumps([vars(i) for i in infos], indent=2))
+            return
+        for info in infos:
+            version = f" {info.version}" if info.version else ""
+            if info.error:
+                click.echo(f"{info.name}{version}  BROKEN: {info.error}")
+                continue
+            what = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in sorted(info.registers.items()))
+            hooks = [h for h in info.hooks if not h.startswith("segal_register_")]
+            extra = f"; hooks: {', '.join(hooks)}" if hooks else ""
+            click.echo(f"{info.name}{version}  {what or 'registers nothing'}{extra}")
+        if not infos:
+            click.echo("no plugins installed")
+
+    return click.Command(
+        "plugins",
+        callback=callback,
+        params=[click.Option(["--json", "as_json"], is_flag=True, help="Machine-readable output.")],
+        help="List installed plugins, what each registers, and broken ones with their error.",
+    )
+
+
+@click.command("report")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out", default="report", show_default=True, type=click.Path(path_type=Path),
+              help="Folder for report.png, report.md and report.csv.")
+@click.option("--metric", default="test_miou", show_default=True, type=click.Choice(["test_miou", "val_miou"]))
+def report_command(runs: tuple[Path, ...], out: Path, metric: str) -> None:
+    """Compare runs: one plot of mIoU against labelled fraction and a table with the
+    area under each curve (a --full run is drawn as the ceiling line)."""
+    from .report import write_report
+
+    rows = write_report(list(runs), out, metric=metric)
+    for row in rows:
+        auc = row["auc"]
+        click.echo(f"{row['label']:<28} rounds {row['rounds']:>3}  AUC {'n/a' if auc is None else f'{auc:.4f}'}  {row['run']}")
+    click.echo(f"wrote {out / 'report.png'}, {out / 'report.md'}, {out / 'report.csv'}")
+
+
+def build_cli(plugins: Plugins) -> click.Group:
+    """The ``segal`` group for this set of plugins (plugins may add commands)."""
+
+    @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.option("-p", "plugin_flags", multiple=True, metavar="no:NAME",
+                  help=f"Block a plugin (also ${DISABLE_ENV}=a,b).")
+    @click.version_option(package_name="segal", prog_name="segal")
+    def cli(plugin_flags: tuple[str, ...]) -> None:
+        """SegAL: active learning for semantic segmentation."""
+
+    cli.add_command(_make_run_command(plugins))
+    cli.add_command(_make_plugins_command(plugins))
+    cli.add_command(report_command)
+    plugins.call("segal_cli_commands", cli=cli)
+    return cli
+
+
+def run_main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status. User mistakes print one line, no traceback."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        plugins = load_plugins(blocked=blocked_from_argv(args))
+        cli = build_cli(plugins)
+        cli.main(args=args, prog_name="segal", standalone_mode=False)
+    except SegalError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        click.echo(f"error: {where}{exc.format_message()} (see --help)", err=True)
+        return exc.exit_code
+    except click.Abort:
+        click.echo("interrupted", err=True)
+        return INTERRUPTED
+    except KeyboardInterrupt:
+        click.echo(
+            "interrupted: the run folder holds every completed round; continue with "
+            "`segal run --resume DIR`",
+            err=True,
+        )
+        return INTERRUPTED
+    return 0
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run_main())

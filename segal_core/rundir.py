@@ -1,0 +1,209 @@
+"""The run directory: the whole state of a run, written atomically (public format).
+
+Files (see ``docs/run-directory.md``):
+
+- ``config.json``   every setting, resolved, plus versions; written once at the start.
+- ``history.jsonl`` one JSON object per completed round.
+- ``state.json``    the commit point: completed rounds, the labelled ledger, the
+  checkpoint's file name. Written last at the end of each round.
+- ``model-rNNN.safetensors`` the latest round's weights (no pickle).
+- ``labels/ID.png`` partial masks returned by an oracle, when not the ground truth.
+- ``curve.png``     mIoU against labelled fraction.
+
+Every file is written to a temporary name and renamed into place, so a kill at any
+moment leaves either the old or the new file, never half of one. ``history.jsonl``
+lines beyond ``state.json``'s ``completed_rounds`` are ignored on resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SegalError
+
+__all__ = ["FORMAT_VERSION", "LedgerEntry", "RunDir", "RunState", "atomic_write"]
+
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+HISTORY = "history.jsonl"
+STATE = "state.json"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file, fsync, then rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n").encode()
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block is done (a commit is never cut in half)."""
+    received: list[int] = []
+    try:
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in previous:
+            signal.signal(s, lambda signum, frame: received.append(signum))
+    except ValueError:  # not the main thread: nothing to defer
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if received:
+            raise KeyboardInterrupt
+
+
+@dataclass
+class LedgerEntry:
+    """One labelled sample: the round it was labelled in and its labelled pixels."""
+
+    round: int
+    pixels: int
+    mask_file: str | None = None
+
+
+@dataclass
+class RunState:
+    """What ``state.json`` holds."""
+
+    completed_rounds: int = 0
+    ledger: dict[str, LedgerEntry] = field(default_factory=dict)
+    checkpoint: str | None = None
+    finished: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "completed_rounds": self.completed_rounds,
+            "finished": self.finished,
+            "checkpoint": self.checkpoint,
+            "ledger": {k: vars(v) for k, v in self.ledger.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunState:
+        return cls(
+            completed_rounds=int(data["completed_rounds"]),
+            finished=bool(data.get("finished", False)),
+            checkpoint=data.get("checkpoint"),
+            ledger={k: LedgerEntry(**v) for k, v in data["ledger"].items()},
+        )
+
+
+class RunDir:
+    """Reads and writes one run directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    # -- creating and opening -------------------------------------------------
+
+    @staticmethod
+    def check_new(path: Path) -> None:
+        """``--out`` must be a new or empty, writable folder."""
+        if path.exists() and not path.is_dir():
+            raise SegalError(f"--out {path}: is a file, not a folder; pick another --out")
+        if path.is_dir() and any(path.iterdir()):
+            hint = f"resume it with --resume {path}" if (path / STATE).exists() or (path / CONFIG).exists() else "pick an empty or new folder"
+            raise SegalError(f"--out {path}: folder is not empty; {hint} (nothing was changed)")
+        probe = path if path.is_dir() else next((p for p in path.parents if p.exists()), Path("."))
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise SegalError(f"--out {path}: {probe} is not writable; pick another --out")
+
+    @classmethod
+    def open_existing(cls, path: Path) -> RunDir:
+        """A folder written by ``segal run``, for ``--resume`` or ``segal report``."""
+        path = Path(path)
+        if not path.is_dir():
+            raise SegalError(f"{path}: no such run folder")
+        if not (path / CONFIG).is_file():
+            raise SegalError(f"{path}: not a SegAL run folder (no {CONFIG})")
+        return cls(path)
+
+    def create(self, config: Mapping[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path / CONFIG, _json_bytes(config))
+        atomic_write(self.path / STATE, _json_bytes(RunState().to_json()))
+
+    # -- reading --------------------------------------------------------------
+
+    def _read_json(self, name: str) -> Any:
+        file = self.path / name
+        try:
+            return json.loads(file.read_text())
+        except FileNotFoundError:
+            raise SegalError(f"{file}: missing; this run folder is incomplete") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SegalError(f"{file}: not valid JSON ({exc}); the run folder is damaged") from None
+
+    def config(self) -> dict[str, Any]:
+        return self._read_json(CONFIG)
+
+    def state(self) -> RunState:
+        data = self._read_json(STATE)
+        try:
+            return RunState.from_json(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SegalError(f"{self.path / STATE}: unexpected content ({exc})") from None
+
+    def history(self, state: RunState | None = None) -> list[dict[str, Any]]:
+        """The committed records (at most ``state.completed_rounds`` of them)."""
+        file = self.path / HISTORY
+        records: list[dict[str, Any]] = []
+        if file.exists():
+            for n, line in enumerate(file.read_text().splitlines(), 1):
+                if line.strip():
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        raise SegalError(f"{file}:{n}: not valid JSON; the run folder is damaged") from None
+        if state is not None:
+            records = records[: state.completed_rounds]
+        return records
+
+    def clean_temporaries(self) -> None:
+        for tmp in self.path.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+        labels = self.path / "labels"
+        if labels.is_dir():
+            for tmp in labels.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+    # -- writing --------------------------------------------------------------
+
+    def checkpoint_name(self, round: int) -> str:
+        return f"model-r{round:03d}.safetensors"
+
+    def commit(self, state: RunState, history: list[dict[str, Any]]) -> None:
+        """Write the history, then ``state.json`` (the commit point), then drop older
+        checkpoints. The checkpoint itself is written before, by the caller."""
+        with deferred_signals():
+            body = "".join(json.dumps(r, allow_nan=True) + "\n" for r in history)
+            atomic_write(self.path / HISTORY, body.encode())
+            atomic_write(self.path / STATE, _json_bytes(state.to_json()))
+            for old in self.path.glob("model-r*.safetensors"):
+                if old.name != state.checkpoint:
+                    old.unlink(missing_ok=True)

@@ -1,0 +1,148 @@
+"""Streaming pool scoring: one float per image, computed on the model's device.
+
+The pool goes through a DataLoader batch by batch; each batch's logits become one
+score per image right away (``image_scores``) and only those scores are kept, in a
+tensor of ``len(pool)`` floats allocated up front. Nothing else grows with the pool,
+and nothing inside the loop waits for the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from .dataset import Dataset
+from .errors import SegalError
+from .model import Model, Progress
+
+__all__ = ["ImageScores", "PoolImages", "pad_collate", "pool_loader", "score_pool"]
+
+#: ``image_scores(logits[B, C, H, W], valid[B, H, W] | None) -> scores[B]``.
+ImageScores = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+class PoolImages(TorchDataset[torch.Tensor]):
+    """The images of a SegAL dataset (``pool.image(i)``), never its masks."""
+
+    def __init__(self, pool: Dataset) -> None:
+        self.pool = pool
+
+    def __len__(self) -> int:
+        return len(self.pool)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = self.pool.image(index)
+        if image.dim() != 3:
+            sample = self.pool.ids[index] if index < len(self.pool.ids) else index
+            raise SegalError(
+                f"sample {sample!r}: image has shape {tuple(image.shape)}, expected [3, H, W]; "
+                "fix the dataset plugin"
+            )
+        return image
+
+
+def pad_collate(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Stack images ``[C, H, W]`` into a batch ``[B, C, H, W]``.
+
+    Images of one size are stacked as they are and ``valid`` is ``None``. Images of
+    different sizes are zero-padded at the bottom and right to the largest height
+    and width, and ``valid`` (``[B, H, W]`` bool) marks each image's own pixels.
+    A batch mixing uint8 and float images is converted to float in 0..1.
+    """
+    if any(im.dtype != images[0].dtype for im in images):
+        images = [im.float() / 255.0 if not im.is_floating_point() else im.float() for im in images]
+    first = images[0]
+    if all(im.shape == first.shape for im in images):
+        return torch.stack(list(images)), None
+    channels = first.shape[0]
+    if any(im.shape[0] != channels for im in images):
+        raise SegalError(
+            f"pool images have different channel counts ({sorted({im.shape[0] for im in images})}); "
+            "fix the dataset plugin"
+        )
+    height = max(im.shape[1] for im in images)
+    width = max(im.shape[2] for im in images)
+    batch = first.new_zeros((len(images), channels, height, width))
+    valid = torch.zeros((len(images), height, width), dtype=torch.bool)
+    for j, im in enumerate(images):
+        batch[j, :, : im.shape[1], : im.shape[2]] = im
+        valid[j, : im.shape[1], : im.shape[2]] = True
+    return batch, valid
+
+
+def pool_loader(
+    pool: Dataset, *, batch_size: int, num_workers: int, pin_memory: bool
+) -> DataLoader[torch.Tensor]:
+    """The DataLoader :func:`score_pool` iterates: pool order, :func:`pad_collate`,
+    pinned memory when asked, persistent workers when there are any."""
+    if batch_size < 1:
+        raise SegalError(f"scoring batch size {batch_size}: must be at least 1")
+    if num_workers < 0:
+        raise SegalError(f"--num-workers {num_workers}: must be 0 or more")
+    return DataLoader(
+        PoolImages(pool),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=pad_collate,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+        drop_last=False,
+    )
+
+
+def score_pool(
+    model: Model,
+    pool: Dataset,
+    image_scores: ImageScores,
+    *,
+    batch_size: int,
+    num_workers: int,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """Score every image of ``pool``: ``float32[len(pool)]`` on ``model.device``.
+
+    Per batch: the uint8 (or float) images are copied to the device without
+    blocking, ``model.logits`` gives ``[B, C, H, W]``, and ``image_scores(logits,
+    valid)`` turns them into ``[B]`` on the device, written into the result at the
+    batch's positions. ``valid`` is ``None`` unless the batch mixes image sizes.
+    Runs under ``torch.inference_mode()``; never synchronises with the host inside
+    the loop, so the device runs ahead of Python. ``progress("score", done, total)``
+    receives counts only.
+    """
+    total = len(pool)
+    device = model.device
+    scores = torch.empty(total, dtype=torch.float32, device=device)
+    if total == 0:
+        return scores
+    loader = pool_loader(
+        pool, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda"
+    )
+    done = 0
+    with torch.inference_mode():
+        for images, valid in loader:
+            count = images.shape[0]
+            images = images.to(device, non_blocking=True)
+            if valid is not None:
+                valid = valid.to(device, non_blocking=True)
+            logits = model.logits(images)
+            if logits.dim() != 4 or logits.shape[0] != count or logits.shape[-2:] != images.shape[-2:]:
+                raise ValueError(
+                    f"{type(model).__name__}.logits returned shape {tuple(logits.shape)} for "
+                    f"images {tuple(images.shape)}; expected [B, C, H, W] of the same B, H, W"
+                )
+            batch_scores = image_scores(logits, valid)
+            if batch_scores.shape != (count,):
+                raise ValueError(
+                    f"image_scores returned shape {tuple(batch_scores.shape)}, expected ({count},)"
+                )
+            scores[done : done + count] = batch_scores
+            done += count
+            del logits, batch_scores
+            if progress is not None:
+                progress("score", done, total)
+    del loader  # persistent workers end here, not at garbage collection
+    return scores
