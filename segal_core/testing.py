@@ -362,7 +362,8 @@ class StrategyContract:
     def test_invariant_to_logit_shift(self) -> None:
         strategy = self._uncertainty()
         logits = self.random_logits()
-        shift = torch.randn((logits.shape[0], 1, *logits.shape[2:]), generator=torch.Generator().manual_seed(9))
+        gen = torch.Generator().manual_seed(9)
+        shift = torch.randn((logits.shape[0], 1, *logits.shape[2:]), generator=gen)
         base = strategy.pixel_scores(logits)
         moved = strategy.pixel_scores(logits + 10.0 * shift)
         assert torch.allclose(base, moved, rtol=1e-4, atol=1e-5)
