@@ -1,0 +1,270 @@
+"""Tests of segal_core.imageio: reading, pairing and checking image/mask files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from segal_core import SegalError
+from segal_core.imageio import (
+    ColorMap,
+    FileDataset,
+    LabelMap,
+    Sample,
+    check_headers,
+    find_files,
+    output_size,
+    pair_by_id,
+    parse_size,
+    read_header,
+    read_image,
+    read_mask,
+    resize_options,
+    verify_masks,
+)
+
+
+def save_rgb(path: Path, h: int = 6, w: int = 8, seed: int = 0) -> np.ndarray:
+    array = np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return array
+
+
+def save_mask(path: Path, array: np.ndarray, mode: str = "L") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.uint8)).convert(mode).save(path)
+
+
+class _Files(FileDataset):
+    name = "files"
+
+    @classmethod
+    def load(cls, config):  # type: ignore[override]  # built directly in tests
+        raise NotImplementedError
+
+
+# -- read_image --------------------------------------------------------------------
+
+
+def test_read_image_is_uint8_chw(tmp_path: Path) -> None:
+    array = save_rgb(tmp_path / "a.png", 5, 7)
+    image = read_image(tmp_path / "a.png")
+    assert image.dtype == torch.uint8 and image.shape == (3, 5, 7)
+    assert torch.equal(image, torch.from_numpy(array).permute(2, 0, 1))
+
+
+def test_read_image_converts_grey_and_resizes(tmp_path: Path) -> None:
+    Image.fromarray(np.full((10, 20), 77, np.uint8)).save(tmp_path / "g.png")
+    image = read_image(tmp_path / "g.png", size=(5, 10))
+    assert image.shape == (3, 5, 10)
+    assert (image == 77).all()
+
+
+def test_read_image_not_an_image_names_file(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.png"
+    bad.write_text("hello, not a picture")
+    with pytest.raises(SegalError, match=r"notes\.png: not a readable image"):
+        read_image(bad)
+
+
+def test_read_image_truncated_names_file(tmp_path: Path) -> None:
+    save_rgb(tmp_path / "full.png", 64, 64)
+    data = (tmp_path / "full.png").read_bytes()
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SegalError, match=r"cut\.png: image cannot be decoded.*truncated"):
+        read_image(cut)
+
+
+def test_read_image_missing_names_file(tmp_path: Path) -> None:
+    with pytest.raises(SegalError, match=r"gone\.png: image file not found"):
+        read_image(tmp_path / "gone.png")
+
+
+def test_read_header_reads_no_pixels(tmp_path: Path) -> None:
+    save_rgb(tmp_path / "a.png", 6, 9)
+    assert read_header(tmp_path / "a.png") == ("RGB", (6, 9))
+
+
+# -- read_mask and the maps ------------------------------------------------------------
+
+
+def test_read_mask_grey_palette_and_16bit(tmp_path: Path) -> None:
+    values = np.array([[0, 1], [2, 255]], np.uint8)
+    save_mask(tmp_path / "l.png", values)
+    p = Image.new("P", (2, 2))
+    p.putdata(values.ravel().tolist())
+    p.putpalette([0, 0, 0, 128, 0, 0] * 128)
+    p.save(tmp_path / "p.png")
+    Image.fromarray(np.array([[0, 300], [2, 1]], np.uint16)).save(tmp_path / "i16.png")
+    assert read_mask(tmp_path / "l.png").tolist() == values.tolist()
+    assert read_mask(tmp_path / "p.png").tolist() == values.tolist()
+    assert read_mask(tmp_path / "i16.png").tolist() == [[0, 300], [2, 1]]
+
+
+def test_read_mask_colour_is_an_error_naming_file(tmp_path: Path) -> None:
+    save_rgb(tmp_path / "colour.png")
+    with pytest.raises(SegalError, match=r"colour\.png: a colour \(RGB\) mask where single-channel"):
+        read_mask(tmp_path / "colour.png")
+
+
+def test_read_mask_nearest_resize_keeps_ids(tmp_path: Path) -> None:
+    values = np.random.default_rng(1).integers(0, 4, size=(40, 40))
+    save_mask(tmp_path / "m.png", values)
+    small = read_mask(tmp_path / "m.png", size=(10, 20))
+    assert small.shape == (10, 20)
+    assert set(np.unique(small)) <= set(range(4))
+
+
+def test_colour_map(tmp_path: Path) -> None:
+    rgb = np.array([[[255, 0, 0], [0, 0, 0]], [[0, 255, 0], [255, 255, 255]]], np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    colors = ColorMap({(0, 0, 0): 0, (255, 0, 0): 1, (0, 255, 0): 2, (255, 255, 255): 255})
+    assert read_mask(tmp_path / "c.png", colors=colors).tolist() == [[1, 0], [2, 255]]
+    partial = ColorMap({(0, 0, 0): 0, (255, 0, 0): 1})
+    with pytest.raises(SegalError, match=r"c\.png: colour \(0, 255, 0\) is not in the class colour table"):
+        read_mask(tmp_path / "c.png", colors=partial)
+
+
+def test_label_map_identity_and_errors(tmp_path: Path) -> None:
+    labels = LabelMap.identity(3)
+    raw = np.array([[0, 1], [2, 255]])
+    assert labels.apply(raw, tmp_path / "m.png").tolist() == [[0, 1], [2, 255]]
+    with pytest.raises(SegalError, match=r"m\.png: mask value 7 is not a class id.*3 classes; valid values: 0\.\.2; ignored: 255"):
+        labels.apply(np.array([[0, 7]]), tmp_path / "m.png")
+    with pytest.raises(SegalError, match=r"mask value 300 "):
+        labels.apply(np.array([[0, 300]]), tmp_path / "m.png")
+    with pytest.raises(SegalError, match=r"mask value -1 "):
+        labels.apply(np.array([[0, -1]]), tmp_path / "m.png")
+
+
+def test_label_map_table_remaps() -> None:
+    labels = LabelMap({7: 0, 8: 1, 0: 255}, num_classes=2)
+    out = labels.apply(np.array([[7, 8, 0]]), Path("x.png"))
+    assert out.dtype == torch.int64 and out.tolist() == [[0, 1, 255]]
+    assert labels.describe() == "7..8; ignored: 0"
+    with pytest.raises(ValueError):
+        LabelMap({1: 5}, num_classes=2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.dictionaries(st.integers(0, 400), st.integers(0, 4), min_size=1, max_size=20),
+    st.lists(st.integers(0, 400), min_size=1, max_size=50),
+)
+def test_label_map_matches_its_table(table: dict[int, int], values: list[int]) -> None:
+    labels = LabelMap(table, num_classes=5)
+    raw = np.array(values)
+    if all(v in table for v in values):
+        assert labels.apply(raw, Path("m.png")).tolist() == [table[v] for v in values]
+        assert labels.check(raw, Path("m.png")).sum() == len(values)
+    else:
+        first_bad = min(v for v in values if v not in table)
+        with pytest.raises(SegalError, match=rf"mask value {first_bad}\b"):
+            labels.apply(raw, Path("m.png"))
+        with pytest.raises(SegalError, match=rf"mask value {first_bad}\b"):
+            labels.check(raw, Path("m.png"))
+
+
+# -- finding and pairing files -----------------------------------------------------------
+
+
+def test_find_files_by_stem_and_suffix(tmp_path: Path) -> None:
+    for name in ("b.png", "a.jpg", ".hidden.png", "notes.txt", "c_gt.png", "c_color.png"):
+        (tmp_path / name).write_bytes(b"")
+    assert list(find_files(tmp_path)) == ["a", "b", "c_color", "c_gt"]
+    assert find_files(tmp_path, suffix="_gt") == {"c": tmp_path / "c_gt.png"}
+
+
+def test_find_files_duplicate_stem_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "a.jpg").write_bytes(b"")
+    with pytest.raises(SegalError, match=r"a\.(png|jpg): same id 'a' as"):
+        find_files(tmp_path)
+
+
+def test_pair_by_id_names_unpaired_files(tmp_path: Path) -> None:
+    images = {"a": tmp_path / "img" / "a.png", "b": tmp_path / "img" / "b.png"}
+    masks = {"a": tmp_path / "ann" / "a.png", "c": tmp_path / "ann" / "c.png"}
+    with pytest.raises(SegalError, match=r"img/b\.png: image has no mask b\.\* in .*ann"):
+        pair_by_id(images, masks, image_dir=tmp_path / "img", mask_dir=tmp_path / "ann")
+    with pytest.raises(SegalError, match=r"ann/c\.png: mask has no image c\.\* in .*img"):
+        pair_by_id({"a": images["a"]}, masks, image_dir=tmp_path / "img", mask_dir=tmp_path / "ann")
+    pairs = pair_by_id({"a": images["a"]}, {"a": masks["a"]}, image_dir=tmp_path, mask_dir=tmp_path)
+    assert pairs == [Sample("a", images["a"], masks["a"])]
+
+
+def test_check_headers(tmp_path: Path) -> None:
+    save_rgb(tmp_path / "a.png", 6, 8)
+    save_mask(tmp_path / "a_m.png", np.zeros((6, 8)))
+    save_mask(tmp_path / "small.png", np.zeros((6, 7)))
+    save_rgb(tmp_path / "rgbmask.png", 6, 8)
+    (tmp_path / "text.png").write_text("nope")
+    assert check_headers([Sample("a", tmp_path / "a.png", tmp_path / "a_m.png")]) == [(6, 8)]
+    with pytest.raises(SegalError, match=r"small\.png: mask is 7x6 \(WxH\) but its image a\.png is 8x6"):
+        check_headers([Sample("a", tmp_path / "a.png", tmp_path / "small.png")])
+    with pytest.raises(SegalError, match=r"rgbmask\.png: a colour \(RGB\) mask"):
+        check_headers([Sample("a", tmp_path / "a.png", tmp_path / "rgbmask.png")])
+    assert check_headers([Sample("a", tmp_path / "a.png", tmp_path / "rgbmask.png")], colour_masks=True)
+    with pytest.raises(SegalError, match=r"text\.png: not a readable mask"):
+        check_headers([Sample("a", tmp_path / "a.png", tmp_path / "text.png")])
+
+
+# -- FileDataset and verification ----------------------------------------------------------
+
+
+def _dataset(tmp_path: Path, mask_values: np.ndarray, **kwargs) -> tuple[_Files, list[tuple[int, int]]]:
+    save_rgb(tmp_path / "i" / "x.png", *mask_values.shape)
+    save_mask(tmp_path / "m" / "x.png", mask_values)
+    samples = [Sample("x", tmp_path / "i" / "x.png", tmp_path / "m" / "x.png")]
+    return _Files(samples, ["a", "b", "c"], split="train", **kwargs), check_headers(samples)
+
+
+def test_file_dataset_items(tmp_path: Path) -> None:
+    values = np.array([[0, 1, 2, 255]] * 4)
+    ds, sizes = _dataset(tmp_path, values)
+    image, mask = ds[0]
+    assert ds.ids == ["x"] and len(ds) == 1 and ds.num_classes == 3
+    assert image.dtype == torch.uint8 and image.shape == (3, 4, 4)
+    assert mask.dtype == torch.int64 and mask.tolist() == values.tolist()
+    assert verify_masks(ds, "auto", sizes, "--dataset-opt verify") is True
+
+
+def test_file_dataset_scale_and_resize(tmp_path: Path) -> None:
+    ds, _ = _dataset(tmp_path, np.zeros((20, 40), np.int64), scale=0.5)
+    assert ds.image(0).shape == (3, 10, 20) and ds.mask(0).shape == (10, 20)
+    ds.resize = (5, 6)
+    assert ds.image(0).shape == (3, 5, 6) and ds.mask(0).shape == (5, 6)
+
+
+def test_file_dataset_bad_value_names_file_and_value(tmp_path: Path) -> None:
+    ds, sizes = _dataset(tmp_path, np.array([[0, 1], [9, 2]]))
+    with pytest.raises(SegalError, match=r"x\.png: mask value 9 is not a class id"):
+        ds.mask(0)
+    with pytest.raises(SegalError, match=r"x\.png: mask value 9 "):
+        verify_masks(ds, "full", sizes, "--dataset-opt verify")
+    assert verify_masks(ds, "header", sizes, "--dataset-opt verify") is False
+    with pytest.raises(SegalError, match=r"--dataset-opt verify='some': expected one of auto, full, header"):
+        verify_masks(ds, "some", sizes, "--dataset-opt verify")
+
+
+def test_sizes_and_options() -> None:
+    assert parse_size("360x480", "--x") == (360, 480)
+    assert parse_size("64", "--x") == (64, 64)
+    for bad in ("0x4", "axb", "1x2x3"):
+        with pytest.raises(SegalError, match="expected HEIGHTxWIDTH"):
+            parse_size(bad, "--dataset-opt size")
+    assert output_size((100, 200), scale=0.25) == (25, 50)
+    assert output_size((100, 200), resize=(3, 4), scale=0.5) == (3, 4)
+    assert resize_options("8x16", None) == ((8, 16), None)
+    with pytest.raises(SegalError, match="give one of them, not both"):
+        resize_options("8x16", 0.5)
+    with pytest.raises(SegalError, match=r"scale=2\.0: expected a factor in \(0, 1\]"):
+        resize_options(None, 2.0)
