@@ -1,0 +1,182 @@
+"""Batches for training and evaluation: crops, flips, padding, normalisation.
+
+Randomness is seeded without the global RNG: the batch sampler draws the order
+and one seed per sample from a ``torch.Generator``; a sample's crop and flip come
+from its own seed, so they do not depend on which DataLoader worker loads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Sampler
+
+from segal_core import Dataset
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "AugmentedDataset",
+    "EpochBatchSampler",
+    "PadCollate",
+    "IndexedDataset",
+    "normalise",
+    "pad_to_multiple",
+    "random_crop_flip",
+]
+
+#: ImageNet statistics, used for every encoder (pretrained or not).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: A batch: images ``[B, 3, H, W]`` (uint8 or float) and masks ``[B, H, W]`` (int64).
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def normalise(images: torch.Tensor, device: torch.device, memory_format: torch.memory_format) -> torch.Tensor:
+    """uint8 (0..255) or float (0..1) images -> normalised float32 on ``device``.
+
+    The copy is non-blocking (the batch is pinned on CUDA) and the conversion runs
+    on the device, so only uint8 crosses the bus.
+    """
+    x = images.to(device, non_blocking=True)
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    return x.contiguous(memory_format=memory_format)
+
+
+def _padding(height: int, width: int, multiple: int) -> tuple[int, int]:
+    return (-height) % multiple, (-width) % multiple
+
+
+def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad ``[B, C, H, W]`` at the bottom and right so H and W are multiples of
+    ``multiple``: reflected where the image is large enough, zeros (the mean colour,
+    once normalised) otherwise."""
+    ph, pw = _padding(images.shape[-2], images.shape[-1], multiple)
+    if ph == 0 and pw == 0:
+        return images
+    mode = "reflect" if ph < images.shape[-2] and pw < images.shape[-1] else "constant"
+    return F.pad(images, (0, pw, 0, ph), mode=mode)
+
+
+def pad_masks_to_multiple(masks: torch.Tensor, multiple: int, ignore_index: int) -> torch.Tensor:
+    """Pad ``[B, H, W]`` masks like :func:`pad_to_multiple`, with ``ignore_index``."""
+    ph, pw = _padding(masks.shape[-2], masks.shape[-1], multiple)
+    if ph == 0 and pw == 0:
+        return masks
+    return F.pad(masks, (0, pw, 0, ph), value=ignore_index)
+
+
+def random_crop_flip(
+    image: torch.Tensor, mask: torch.Tensor, size: int | None, ignore_index: int, generator: torch.Generator
+) -> Batch:
+    """A random ``size`` x ``size`` crop (padded with 0 / ``ignore_index`` where the
+    image is smaller) and a horizontal flip with probability 1/2. ``size=None`` keeps
+    the whole image (flip only)."""
+    if size is not None:
+        height, width = mask.shape
+        ph, pw = max(0, size - height), max(0, size - width)
+        if ph or pw:
+            image = F.pad(image, (0, pw, 0, ph), value=0)
+            mask = F.pad(mask, (0, pw, 0, ph), value=ignore_index)
+        height, width = mask.shape
+        top = int(torch.randint(height - size + 1, (1,), generator=generator))
+        left = int(torch.randint(width - size + 1, (1,), generator=generator))
+        image = image[:, top : top + size, left : left + size]
+        mask = mask[top : top + size, left : left + size]
+    if bool(torch.rand((), generator=generator) < 0.5):
+        image = image.flip(-1)
+        mask = mask.flip(-1)
+    return image.contiguous(), mask.contiguous()
+
+
+class AugmentedDataset(torch.utils.data.Dataset[Batch]):
+    """Training items: indexed by ``(position, seed)`` pairs from
+    :class:`EpochBatchSampler`, each cropped and flipped with its own seed."""
+
+    def __init__(self, data: Dataset, crop_size: int | None) -> None:
+        self.data = data
+        self.crop_size = crop_size
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, key: tuple[int, int]) -> Batch:  # type: ignore[override]
+        index, seed = key
+        image, mask = self.data[index]
+        generator = torch.Generator().manual_seed(seed)
+        return random_crop_flip(image, mask, self.crop_size, self.data.ignore_index, generator)
+
+
+class IndexedDataset(torch.utils.data.Dataset[Batch]):
+    """Evaluation items: the dataset's own ``(image, mask)`` pairs, by position."""
+
+    def __init__(self, data: Dataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> Batch:
+        return self.data[index]
+
+
+class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Shuffled batches of ``(position, sample seed)`` for one epoch after another.
+
+    Unless ``batch_size`` is 1, a batch never holds a single sample (the pooling
+    branches of PSPNet and DeepLabV3 cannot batch-normalise one): a lone last sample
+    joins the batch before it, and a one-sample dataset is drawn twice (two crops).
+    """
+
+    def __init__(self, size: int, batch_size: int, generator: torch.Generator) -> None:
+        self.size = size
+        self.batch_size = max(1, batch_size)
+        self.generator = generator
+
+    def _count(self) -> int:
+        return 2 if self.size == 1 and self.batch_size > 1 else self.size
+
+    def _bounds(self) -> list[tuple[int, int]]:
+        n, step = self._count(), self.batch_size
+        bounds = [(start, min(start + step, n)) for start in range(0, n, step)]
+        if step > 1 and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+            bounds[-2:] = [(bounds[-2][0], n)]
+        return bounds
+
+    def __len__(self) -> int:
+        return len(self._bounds())
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order = torch.randperm(self.size, generator=self.generator).tolist()
+        order = (order * 2)[: self._count()]
+        seeds = torch.randint(2**62, (len(order),), generator=self.generator).tolist()
+        pairs = list(zip(order, seeds))
+        for start, end in self._bounds():
+            yield pairs[start:end]
+
+
+class PadCollate:
+    """Stack items of possibly different sizes, padding each to the batch's largest
+    height and width: images with 0, masks with ``ignore_index``."""
+
+    def __init__(self, ignore_index: int) -> None:
+        self.ignore_index = ignore_index
+
+    def __call__(self, items: Sequence[Batch]) -> Batch:
+        height = max(int(m.shape[-2]) for _, m in items)
+        width = max(int(m.shape[-1]) for _, m in items)
+        images, masks = [], []
+        for image, mask in items:
+            ph, pw = height - mask.shape[-2], width - mask.shape[-1]
+            if ph or pw:
+                image = F.pad(image, (0, pw, 0, ph), value=0)
+                mask = F.pad(mask, (0, pw, 0, ph), value=self.ignore_index)
+            images.append(image)
+            masks.append(mask.long())
+        return torch.stack(images), torch.stack(masks)

@@ -1,0 +1,170 @@
+"""``SmpModel``: a segmentation_models_pytorch network behind :class:`segal_core.Model`."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from segal_core import Dataset, EvalResult, Model, ModelConfig, SegalError, TrainResult
+
+from .architectures import build_network, pad_multiple
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import IndexedDataset, PadCollate, normalise, pad_to_multiple
+from .device import resolve_runtime
+from .metrics import ConfusionMatrix
+from .options import parse_options
+from .training import train as run_training
+
+if TYPE_CHECKING:
+    from segal_core.model import Progress
+
+__all__ = ["SmpModel"]
+
+
+def _check_config(config: ModelConfig) -> None:
+    if config.epochs < 1:
+        raise SegalError(f"--epochs {config.epochs}: must be at least 1")
+    if config.batch_size < 1:
+        raise SegalError(f"--batch-size {config.batch_size}: must be at least 1")
+    if config.crop_size is not None and config.crop_size < 1:
+        raise SegalError(f"--crop-size {config.crop_size}: must be a positive number of pixels")
+    if not (math.isfinite(config.lr) and config.lr > 0):
+        raise SegalError(f"--lr {config.lr}: must be a positive number")
+    if config.num_workers is not None and config.num_workers < 0:
+        raise SegalError(f"--num-workers {config.num_workers}: must be 0 or more")
+
+
+class SmpModel(Model):
+    """An smp architecture (``architecture``) with any smp encoder.
+
+    Subclasses only set ``name``, ``aliases`` and ``architecture``; see
+    :mod:`segal_smp.registration`. Logits come back on :attr:`device`, in float32 on
+    the CPU and in the autocast dtype (bf16/fp16) under mixed precision on CUDA;
+    callers that need float32 call ``.float()``.
+    """
+
+    #: Key of ``smp.MODEL_ARCHITECTURES_MAPPING`` (``unet``, ``fpn``, ...).
+    architecture: ClassVar[str] = ""
+
+    network: nn.Module
+    #: Inputs are padded to multiples of this (see :func:`~segal_smp.architectures.pad_multiple`).
+    stride: int
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        _check_config(config)
+        self.options = parse_options(config.options)
+        self.runtime = resolve_runtime(config.device, config.precision)
+        self.reset()
+
+    # -- building -------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    def reset(self) -> None:
+        """Re-build the network from ``config.seed``: the same weights every time."""
+        cfg = self.config
+        network = build_network(
+            self.architecture or self.name,
+            encoder=cfg.encoder,
+            weights=cfg.encoder_weights,
+            num_classes=cfg.num_classes,
+            seed=cfg.seed,
+        )
+        self.runtime.prepare()
+        self.network = network.to(self.device, memory_format=self.runtime.memory_format)
+        self.stride = pad_multiple(self.architecture or self.name, self.network)
+        self._forward: nn.Module = self.network
+        if self.options.compile and self.runtime.cuda:
+            self._forward = torch.compile(self.network)  # type: ignore[assignment]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The network (compiled when asked) on normalised, padded images."""
+        return self._forward(images)
+
+    # -- inference --------------------------------------------------------------
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, C, H, W]`` on :attr:`device` (see the class docstring for the
+        dtype). Images are padded to :attr:`stride` and the logits cropped back."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images [B, 3, H, W], got {tuple(images.shape)}")
+        height, width = images.shape[-2:]
+        self.network.eval()
+        with torch.inference_mode():
+            x = pad_to_multiple(normalise(images, self.device, self.runtime.memory_format), self.stride)
+            with self.runtime.autocast():
+                out = self.forward(x)
+            return out[..., :height, :width]
+
+    def inference_batch_size(self) -> int:
+        """Twice the training batch on the CPU, four times on CUDA (no gradients)."""
+        return self.config.batch_size * (4 if self.runtime.cuda else 2)
+
+    def loader_workers(self) -> int:
+        if self.config.num_workers is not None:
+            return self.config.num_workers
+        if not self.runtime.cuda:
+            return 0
+        return max(1, min(8, len(os.sched_getaffinity(0)) - 1))
+
+    def _loader(self, data: Dataset) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
+        workers = self.loader_workers()
+        return DataLoader(
+            IndexedDataset(data),
+            batch_size=self.inference_batch_size(),
+            shuffle=False,
+            collate_fn=PadCollate(data.ignore_index),
+            num_workers=workers,
+            pin_memory=self.runtime.cuda,
+        )
+
+    def evaluate(self, data: Dataset, *, progress: Progress | None = None) -> EvalResult:
+        """mIoU, per-class IoU and pixel accuracy over all of ``data`` (whole images,
+        batched and padded with ``ignore_index``); see :mod:`segal_smp.metrics`."""
+        metric = ConfusionMatrix(self.config.num_classes).to(self.device)
+        loader = self._loader(data)
+        total = len(loader)
+        for done, (images, masks) in enumerate(loader, start=1):
+            preds = self.logits(images).argmax(dim=1)
+            metric.update(preds, masks.to(self.device, non_blocking=True))
+            if progress is not None:
+                progress("evaluate", done, total)
+        return metric.scores()
+
+    # -- training ---------------------------------------------------------------
+
+    def fit(
+        self,
+        train: Dataset,
+        val: Dataset | None = None,
+        *,
+        progress: Progress | None = None,
+    ) -> TrainResult:
+        """Train on ``train`` for ``config.epochs``; see :mod:`segal_smp.training`."""
+        return run_training(self, train, val, progress)
+
+    # -- checkpoints ------------------------------------------------------------
+
+    def _metadata(self) -> dict[str, str]:
+        return {
+            "architecture": self.architecture or self.name,
+            "encoder": self.config.encoder,
+            "num_classes": str(self.config.num_classes),
+        }
+
+    def save(self, path: Path) -> None:
+        """Write the weights to ``path`` as safetensors (no pickle)."""
+        save_checkpoint(Path(path), self.network, self._metadata())
+
+    def load(self, path: Path) -> None:
+        """Read weights written by :meth:`save` (safetensors: no code runs)."""
+        load_checkpoint(Path(path), self.network, self._metadata())

@@ -1,0 +1,160 @@
+"""The training loop of the smp models.
+
+AdamW; the learning rate warms up linearly over the first ``warmup`` fraction of
+all steps (``epochs x batches per epoch``), then follows a cosine decay towards 1%
+of ``lr``. Cross-entropy ignores ``ignore_index`` (optionally plus Dice). With a
+validation split the best evaluated epoch's weights are kept as a real copy and
+restored at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from segal_core import Dataset, SegalError, TrainResult
+
+from .checkpoint import clone_state, restore_state
+from .data import AugmentedDataset, EpochBatchSampler, PadCollate, normalise, pad_masks_to_multiple, pad_to_multiple
+
+if TYPE_CHECKING:
+    from segal_core.model import Progress
+
+    from .model import SmpModel
+
+__all__ = ["LossFn", "lr_factor", "make_loss", "train"]
+
+#: ``loss(logits [B, C, H, W] float32, masks [B, H, W] int64) -> scalar``.
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: The cosine decay ends at this fraction of the peak learning rate.
+MIN_LR_FACTOR = 0.01
+
+
+def make_loss(kind: str, ignore_index: int) -> LossFn:
+    """``ce``: cross-entropy averaged over the labelled pixels (0 when a batch has
+    none, instead of NaN); ``ce+dice``: plus smp's multiclass Dice loss."""
+
+    def cross_entropy(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        total = F.cross_entropy(logits, masks, ignore_index=ignore_index, reduction="sum")
+        return total / (masks != ignore_index).sum().clamp(min=1)
+
+    if kind == "ce":
+        return cross_entropy
+    dice = smp.losses.DiceLoss(mode="multiclass", ignore_index=ignore_index, from_logits=True)
+
+    def ce_dice(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        return cross_entropy(logits, masks) + dice(logits, masks)
+
+    return ce_dice
+
+
+def lr_factor(step: int, total: int, warmup: float) -> float:
+    """Multiplier of the peak learning rate at ``step`` (0-based) of ``total``."""
+    warm = int(round(warmup * total))
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return MIN_LR_FACTOR + (1.0 - MIN_LR_FACTOR) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _clean_masks(masks: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+    """Mask values outside ``0..C-1`` count as ignored (a device-side assert on CUDA
+    otherwise; the dataset plugins reject such masks up front)."""
+    valid = (masks >= 0) & (masks < num_classes)
+    return torch.where(valid, masks, torch.full_like(masks, ignore_index))
+
+
+def _better(miou: float, best: float | None) -> bool:
+    score = miou if math.isfinite(miou) else -math.inf
+    return best is None or score > best
+
+
+def train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progress | None) -> TrainResult:
+    """Train ``model.network`` in place on ``data``; see the module docstring."""
+    config, options, runtime = model.config, model.options, model.runtime
+    if len(data) == 0:
+        raise SegalError("cannot train on an empty training set; label some samples first")
+    network = model.network
+    ignore = config.ignore_index
+    generator = torch.Generator().manual_seed(config.seed)
+    sampler = EpochBatchSampler(len(data), config.batch_size, generator)
+    workers = model.loader_workers()
+    loader = DataLoader(
+        AugmentedDataset(data, config.crop_size),
+        batch_sampler=sampler,
+        collate_fn=PadCollate(ignore),
+        num_workers=workers,
+        pin_memory=runtime.cuda,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(config.seed + 1),
+    )
+    steps_per_epoch = len(sampler)
+    total = config.epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=options.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, options.warmup))
+    scaler = runtime.grad_scaler()
+    loss_fn = make_loss(options.loss, ignore)
+    start_state = clone_state(network)
+
+    best_state: dict[str, torch.Tensor] | None = None
+    best_score: float | None = None
+    best_epoch: int | None = None
+    best_miou: float | None = None
+    history: list[dict[str, float]] = []
+    step = images_seen = 0
+    epoch_loss = math.nan
+    for epoch in range(1, config.epochs + 1):
+        network.train()
+        running = torch.zeros((), device=runtime.device)
+        for batch_step, (images, masks) in enumerate(loader, start=1):
+            x = pad_to_multiple(normalise(images, runtime.device, runtime.memory_format), model.stride)
+            y = masks.to(runtime.device, non_blocking=True)
+            y = pad_masks_to_multiple(_clean_masks(y, config.num_classes, ignore), model.stride, ignore)
+            with runtime.autocast():
+                logits = model.forward(x)
+            loss = loss_fn(logits.float(), y)
+            if not bool(torch.isfinite(loss)):  # one host sync per step, before any update
+                restore_state(network, start_state)
+                raise SegalError(
+                    f"training loss became non-finite at epoch {epoch} step {batch_step}; "
+                    f"lower --lr or check the data"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            running += loss.detach()
+            step += 1
+            images_seen += int(images.shape[0])
+            if progress is not None:
+                progress("train", step, total)
+        epoch_loss = float(running) / max(1, steps_per_epoch)
+        record: dict[str, float] = {"epoch": float(epoch), "loss": epoch_loss,
+                                    "lr": float(optimizer.param_groups[0]["lr"])}
+        if val is not None and (epoch % options.eval_every == 0 or epoch == config.epochs):
+            miou = model.evaluate(val).miou
+            record["val_miou"] = miou
+            if _better(miou, best_score):
+                best_score = miou if math.isfinite(miou) else -math.inf
+                best_state, best_epoch, best_miou = clone_state(network), epoch, miou
+        history.append(record)
+    if best_state is not None:
+        restore_state(network, best_state)
+    network.eval()
+    return TrainResult(
+        epochs=config.epochs,
+        steps=step,
+        images=images_seen,
+        final_loss=epoch_loss,
+        best_epoch=best_epoch,
+        best_val_miou=best_miou,
+        history=history,
+    )
