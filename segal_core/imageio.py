@@ -258,13 +258,14 @@ class LabelMap:
         return cls(table, num_classes=num_classes, ignore_index=ignore_index)
 
     def describe(self) -> str:
-        """The valid stored values, for error messages."""
+        """The valid stored values, for error messages: ``"0..10; ignored: 11, 255"``
+        when classes are stored as themselves, else all valid values."""
         classes = sorted(k for k, v in self.table.items() if v != self.ignore_index)
         ignored = sorted(k for k, v in self.table.items() if v == self.ignore_index)
+        if any(self.table[k] != k for k in classes):
+            return _ranges(sorted(self.table))
         text = _ranges(classes) or "none"
-        if ignored:
-            text += f"; ignored: {_ranges(ignored)}"
-        return text
+        return f"{text}; ignored: {_ranges(ignored)}" if ignored else text
 
     def invalid_values(self, values: np.ndarray) -> list[int]:
         """The values of the (unique, non-negative) ``values`` that the table lacks."""
@@ -393,21 +394,27 @@ def pair_by_id(
     *,
     image_dir: Path,
     mask_dir: Path,
+    image_name: str = "{id}.*",
+    mask_name: str = "{id}.*",
 ) -> list[Sample]:
     """Pair images with masks of the same id, in id order.
 
+    :param image_name: how an image file is named, for messages (``{id}`` = the id).
+    :param mask_name: how a mask file is named, for messages.
     :raises SegalError: an image without a mask, or a mask without an image, naming
         the first such file and the folder where its partner was expected.
     """
     for sample_id, path in images.items():
         if sample_id not in masks:
             raise SegalError(
-                f"{path}: image has no mask {sample_id}.* in {mask_dir}; add the mask or remove the image"
+                f"{path}: image has no mask {mask_name.format(id=sample_id)} in {mask_dir}; "
+                "add the mask or remove the image"
             )
     for sample_id, path in masks.items():
         if sample_id not in images:
             raise SegalError(
-                f"{path}: mask has no image {sample_id}.* in {image_dir}; add the image or remove the mask"
+                f"{path}: mask has no image {image_name.format(id=sample_id)} in {image_dir}; "
+                "add the image or remove the mask"
             )
     return [Sample(sid, images[sid], masks[sid]) for sid in sorted(images)]
 

@@ -149,7 +149,7 @@ def test_label_map_table_remaps() -> None:
     labels = LabelMap({7: 0, 8: 1, 0: 255}, num_classes=2)
     out = labels.apply(np.array([[7, 8, 0]]), Path("x.png"))
     assert out.dtype == torch.int64 and out.tolist() == [[0, 1, 255]]
-    assert labels.describe() == "7..8; ignored: 0"
+    assert labels.describe() == "0, 7..8"
     with pytest.raises(ValueError):
         LabelMap({1: 5}, num_classes=2)
 

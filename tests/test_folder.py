@@ -1,0 +1,234 @@
+"""Tests of the ``folder`` dataset plugin on small generated trees."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segal_core import DataConfig, SegalError, load_plugins
+from segal_folder import Folder, read_classes
+
+H, W = 6, 8
+
+
+def write_pair(
+    image_dir: Path, mask_dir: Path, stem: str, values: np.ndarray | None = None, *,
+    ext: str = ".png", mask_name: str | None = None, colour: dict[int, tuple[int, int, int]] | None = None,
+) -> np.ndarray:  # fmt: skip
+    """Write an image and its mask; returns the mask's class ids."""
+    rng = np.random.default_rng(abs(hash(stem)) % 2**32)
+    image_dir.mkdir(parents=True, exist_ok=True)
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(image_dir / f"{stem}{ext}")
+    values = rng.integers(0, 3, (H, W)) if values is None else values
+    if colour is None:
+        mask = Image.fromarray(values.astype(np.uint8))
+    else:
+        mask = Image.fromarray(np.array([[colour[int(v)] for v in row] for row in values], np.uint8))
+    mask.save(mask_dir / (mask_name or f"{stem}.png"))
+    return values
+
+
+def flat(root: Path, n: int, classes: str = "background\ncat\ndog\n") -> Path:
+    for i in range(n):
+        write_pair(root / "images", root / "masks", f"img{i:02d}")
+    if classes:
+        (root / "classes.txt").write_text(classes)
+    return root
+
+
+def load(root: Path, num_classes: int | None = None, seed: int = 0, **options: str):
+    return Folder.load(DataConfig(path=root, num_classes=num_classes, seed=seed, options=options))
+
+
+def test_registered() -> None:
+    registry = load_plugins().registry
+    assert registry.dataset("folder") is Folder and registry.dataset("custom") is Folder
+
+
+def test_random_split_is_fixed_by_split_seed(tmp_path: Path) -> None:
+    root = flat(tmp_path, 10)
+    a = load(root, seed=1)
+    assert (len(a.train), len(a.val), len(a.test)) == (6, 2, 2)
+    assert "random split (split_seed=0): 2 val, 2 test, 6 train" in a.notices[0]
+    assert a.classes == ["background", "cat", "dog"]
+    everything = set(a.train.ids) | set(a.val.ids) | set(a.test.ids)
+    assert everything == {f"img{i:02d}" for i in range(10)}
+    b = load(root, seed=2)  # the run seed does not move the split
+    assert (a.train.ids, a.val.ids, a.test.ids) == (b.train.ids, b.val.ids, b.test.ids)
+    c = load(root, split_seed="7")
+    assert (c.val.ids, c.test.ids) != (a.val.ids, a.test.ids)
+    d = load(root, test_fraction="0", val_fraction="0.3")
+    assert d.test is None and len(d.val) == 3 and "no test split" in d.notices[-1]
+    image, mask = a.train[0]
+    assert image.dtype == torch.uint8 and image.shape == (3, H, W)
+    assert mask.dtype == torch.int64 and mask.shape == (H, W)
+
+
+def test_random_split_too_few_images(tmp_path: Path) -> None:
+    with pytest.raises(SegalError, match=r"2 images are too few to split off val \(0.2\), test \(0.2\)"):
+        load(flat(tmp_path, 2))
+    with pytest.raises(SegalError, match=r"--dataset-opt val_fraction=1.5"):
+        load(flat(tmp_path, 2), val_fraction="1.5")
+
+
+def test_split_folders_any_format_and_json_classes(tmp_path: Path) -> None:
+    for split, ext in (("train", ".jpg"), ("val", ".bmp"), ("test", ".tif")):
+        for i in range(2):
+            write_pair(tmp_path / "images" / split, tmp_path / "masks" / split, f"{split}{i}", ext=ext)
+    (tmp_path / "classes.json").write_text(json.dumps(["a", "b", "c"]))
+    splits = load(tmp_path)
+    assert splits.train.ids == ["train0", "train1"] and splits.test.ids == ["test0", "test1"]
+    assert splits.notices == [] and splits.classes == ["a", "b", "c"]
+    assert splits.val.image(0).shape == (3, H, W)
+    assert splits.test.samples[0].image.suffix == ".tif"
+
+
+def test_split_first_layout_and_val_carved_from_train(tmp_path: Path) -> None:
+    for i in range(5):
+        write_pair(tmp_path / "train" / "images", tmp_path / "train" / "masks", f"t{i}")
+    (tmp_path / "classes.txt").write_text("x\ny\nz\n")
+    splits = load(tmp_path)
+    assert len(splits.train) == 4 and len(splits.val) == 1 and splits.test is None
+    assert "no val split" in splits.notices[0] and "no test split" in splits.notices[1]
+
+
+def test_list_files(tmp_path: Path) -> None:
+    root = flat(tmp_path, 5)
+    (root / "splits").mkdir()
+    (root / "splits" / "train.txt").write_text("img00\nimages/img01.png\n\n# comment\nimg02.png\n")
+    (root / "splits" / "val.txt").write_text("img03\n")
+    (root / "splits" / "test.txt").write_text("img04\n")
+    splits = load(root)
+    assert splits.train.ids == ["img00", "img01", "img02"]
+    assert splits.val.ids == ["img03"] and splits.test.ids == ["img04"] and splits.notices == []
+
+
+def test_list_entry_missing_or_twice(tmp_path: Path) -> None:
+    root = flat(tmp_path, 3)
+    (root / "train.txt").write_text("img00\nimg09\n")
+    (root / "val.txt").write_text("img01\n")
+    with pytest.raises(SegalError, match=r"train\.txt:2: 'img09' has no image and mask in .*images; fix the list"):
+        load(root)
+    (root / "train.txt").write_text("img00\nimg01\n")
+    with pytest.raises(SegalError, match=r"val\.txt:1: 'img01' is already in the train split"):
+        load(root)
+
+
+def test_colour_masks_with_palette(tmp_path: Path) -> None:
+    palette = {0: (0, 0, 0), 1: (200, 10, 10), 2: (10, 200, 10), 9: (255, 255, 255)}
+    values = np.array([[0, 1, 2, 9] * 2] * H)
+    for split in ("train", "val"):
+        write_pair(tmp_path / "images" / split, tmp_path / "masks" / split, f"{split}0", values, colour=palette)
+    (tmp_path / "classes.txt").write_text(
+        "# name R G B\nbackground 0 0 0\nred thing 200 10 10\ngreen #0ac80a\nignore_color: 255 255 255\n"
+    )
+    splits = load(tmp_path)
+    assert splits.classes == ["background", "red thing", "green"]
+    expected = np.where(values == 9, 255, values)
+    assert splits.train.mask(0).tolist() == expected.tolist()
+
+    (tmp_path / "classes.txt").write_text("background 0 0 0\nred 200 10 10\ngreen 10 200 10\n")
+    with pytest.raises(SegalError, match=r"train0\.png: colour \(255, 255, 255\) is not in the class colour table"):
+        load(tmp_path)
+
+    (tmp_path / "classes.txt").write_text("background\nred\ngreen\n")
+    with pytest.raises(SegalError, match=r"train0\.png: a colour \(RGB\) mask where single-channel class ids"):
+        load(tmp_path)
+
+
+def test_ignore_index_option_and_class_file(tmp_path: Path) -> None:
+    root = tmp_path
+    for split in ("train", "val"):
+        write_pair(root / "images" / split, root / "masks" / split, "a", np.array([[0, 1, 100, 2] * 2] * H))
+    (root / "classes.txt").write_text("a\nb\nc\n")
+    with pytest.raises(SegalError, match=r"a\.png: mask value 100 is not a class id"):
+        load(root)
+    assert load(root, ignore_index="100").train.mask(0)[0].tolist() == [0, 1, 255, 2] * 2
+    (root / "classes.txt").write_text("a\nb\nc\nignore_index: 100\n")
+    assert load(root).val.mask(0)[0, 2] == 255
+    with pytest.raises(SegalError, match=r"--dataset-opt ignore_index=1: ignore id 1 is also a class id"):
+        load(root, ignore_index="1")
+
+
+def test_classes_needed_or_num_classes(tmp_path: Path) -> None:
+    root = flat(tmp_path, 5, classes="")
+    with pytest.raises(SegalError, match=r"no classes\.json or classes\.txt; add one .* or pass --num-classes"):
+        load(root)
+    assert load(root, num_classes=3).classes == ["class_0", "class_1", "class_2"]
+    (root / "classes.txt").write_text("a\nb\nc\n")
+    with pytest.raises(SegalError, match=r"--num-classes 4: .*classes\.txt lists 3 classes"):
+        load(root, num_classes=4)
+
+
+def test_bad_class_files(tmp_path: Path) -> None:
+    (tmp_path / "classes.txt").write_text("a\nb\nignore_index: x\n")
+    with pytest.raises(SegalError, match=r"classes\.txt:3: ignore_index 'x' is not a whole number"):
+        read_classes(tmp_path)
+    (tmp_path / "classes.txt").write_text("a\nb 1 2 3\n")
+    with pytest.raises(SegalError, match=r"class 'a' has no colour"):
+        read_classes(tmp_path)
+    (tmp_path / "classes.txt").write_text("a\na\n")
+    with pytest.raises(SegalError, match=r"class 'a' is listed twice"):
+        read_classes(tmp_path)
+    (tmp_path / "classes.json").write_text('{"classes": ["a"], "colours": []}')
+    with pytest.raises(SegalError, match=r"classes\.json: unknown key 'colours'"):
+        read_classes(tmp_path)
+    (tmp_path / "classes.json").write_text('{"classes": [{"name": "a", "color": [1, 2, 3]}, {"name": "b", "color": "#ffffff"}], "ignore_index": 250}')
+    spec = read_classes(tmp_path)
+    assert spec.names == ["a", "b"] and spec.colors == [(1, 2, 3), (255, 255, 255)] and spec.ignore_index == 250
+    (tmp_path / "classes.json").write_text("[1, 2")
+    with pytest.raises(SegalError, match=r"classes\.json: not valid JSON"):
+        read_classes(tmp_path)
+
+
+def test_pairing_mistakes_and_mask_suffix(tmp_path: Path) -> None:
+    root = flat(tmp_path, 5)
+    write_pair(root / "images", root / "other", "lonely")
+    with pytest.raises(SegalError, match=r"images/lonely\.png: image has no mask lonely\.png in .*masks"):
+        load(root)
+    (root / "images" / "lonely.png").unlink()
+    for path in (root / "masks").iterdir():
+        path.rename(path.with_name(path.stem + "_mask.png"))
+    with pytest.raises(SegalError, match=r"image has no mask img00\.png .* but img00_mask\.png is there; pass --dataset-opt mask_suffix=_mask"):
+        load(root)
+    assert len(load(root, mask_suffix="_mask").train) == 3
+
+
+def test_size_mismatch_and_non_image(tmp_path: Path) -> None:
+    root = flat(tmp_path, 5)
+    Image.fromarray(np.zeros((H, W + 1), np.uint8)).save(root / "masks" / "img03.png")
+    with pytest.raises(SegalError, match=r"img03\.png: mask is 9x6 \(WxH\) but its image img03\.png is 8x6"):
+        load(root)
+    Image.fromarray(np.zeros((H, W), np.uint8)).save(root / "masks" / "img03.png")
+    (root / "images" / "img02.png").write_bytes(b"\x89PNG but not really")
+    with pytest.raises(SegalError, match=r"img02\.png: not a readable image"):
+        load(root)
+
+
+def test_wrong_layout_and_empty_split(tmp_path: Path) -> None:
+    (tmp_path / "pictures").mkdir()
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    with pytest.raises(SegalError, match=r"no images/ folder; expected images/ and masks/"):
+        load(tmp_path)
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    (tmp_path / "images" / "val").mkdir()
+    (tmp_path / "masks" / "train").mkdir(parents=True)
+    with pytest.raises(SegalError, match=r"images/val: has no mask folder .*masks/val"):
+        load(tmp_path)
+    (tmp_path / "masks" / "val").mkdir()
+    with pytest.raises(SegalError, match=r"the train split is empty"):
+        load(tmp_path)
+
+
+def test_resize_options(tmp_path: Path) -> None:
+    root = flat(tmp_path, 5)
+    splits = load(root, size="3x4")
+    assert splits.train[0][0].shape == (3, 3, 4) and splits.train[0][1].shape == (3, 4)
+    with pytest.raises(SegalError, match=r"--dataset-opt colour=1: 'folder' takes no option 'colour'"):
+        load(root, colour="1")
