@@ -152,3 +152,17 @@ def test_tiny_model_trains_evaluates_and_round_trips(tmp_path) -> None:
     other.load(path)
     assert torch.equal(other.logits(images), model.logits(images))
     assert other.calls == 2
+
+
+# -- the example from docs/strategies.md passes the contract ------------------------
+
+
+class _Variance(UncertaintyStrategy):
+    name = "prob_variance"
+
+    def pixel_scores(self, logits: torch.Tensor) -> torch.Tensor:
+        return -logits.softmax(dim=1).var(dim=1)
+
+
+class TestDocumentedExampleContract(StrategyContract):
+    strategy_factory = _Variance

@@ -23,34 +23,41 @@ import torch
 __all__ = ["entropy", "least_confidence", "margin"]
 
 
-def _shifted(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``z``, ``e`` with the winner's entry zeroed, and ``s`` (see the module doc)."""
+def _shifted(logits: torch.Tensor, *, keep_z: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``z``, ``e`` with the winner's entry zeroed, and ``s`` (see the module doc).
+
+    Works in place on its own buffers: without ``keep_z``, ``z`` is overwritten by
+    ``e`` and must not be used."""
     if logits.dim() != 4:
         raise ValueError(f"logits must be [B, C, H, W], got shape {tuple(logits.shape)}")
     top, winner = logits.max(dim=1, keepdim=True)
     z = logits - top
-    e = torch.exp(z)
+    if keep_z:
+        # a class with logit -inf has probability 0: a finite z makes its e * z exactly 0
+        z.clamp_(min=torch.finfo(z.dtype).min)
+        e = torch.exp(z)
+    else:
+        e = z.exp_()
     e.scatter_(1, winner, 0.0)  # exactly one winner per pixel, even on ties
     return z, e, e.sum(dim=1)
 
 
 def least_confidence(logits: torch.Tensor) -> torch.Tensor:
     """``1 - max_c p_c`` per pixel, in ``[0, 1 - 1/C]``."""
-    _, _, s = _shifted(logits)
+    _, _, s = _shifted(logits, keep_z=False)
     return s / (1.0 + s)
 
 
 def margin(logits: torch.Tensor) -> torch.Tensor:
     """``1 - (p_1 - p_2)`` per pixel (best minus runner-up probability), in ``[0, 1]``;
     ``0`` when there is a single class."""
-    _, e, s = _shifted(logits)
+    _, e, s = _shifted(logits, keep_z=False)
     runner_up = e.amax(dim=1)
     return (s + runner_up) / (1.0 + s)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     """Shannon entropy ``-sum_c p_c log p_c`` per pixel (nats), in ``[0, log C]``."""
-    z, e, s = _shifted(logits)
-    # classes with probability 0 (logit -inf) contribute 0, not 0 * inf
-    weighted = torch.where(e > 0, e * -z, 0.0).sum(dim=1)
-    return torch.log1p(s) + weighted / (1.0 + s)
+    z, e, s = _shifted(logits, keep_z=True)
+    weighted = z.mul_(e).sum(dim=1)  # sum of e * z, <= 0
+    return torch.log1p(s) - weighted / (1.0 + s)
