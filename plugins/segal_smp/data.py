@@ -161,14 +161,22 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
             yield pairs[start:end]
 
 
+def _as_unit_float(image: torch.Tensor) -> torch.Tensor:
+    return image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+
+
 class PadCollate:
     """Stack items of possibly different sizes, padding each to the batch's largest
-    height and width: images with 0, masks with ``ignore_index``."""
+    height and width: images with 0, masks with ``ignore_index``. A batch mixing
+    uint8 and float images is converted to float in 0..1."""
 
     def __init__(self, ignore_index: int) -> None:
         self.ignore_index = ignore_index
 
     def __call__(self, items: Sequence[Batch]) -> Batch:
+        if any(image.dtype != items[0][0].dtype for image, _ in items):
+            # a batch mixing uint8 and float images: all float in 0..1
+            items = [(_as_unit_float(image), mask) for image, mask in items]
         height = max(int(m.shape[-2]) for _, m in items)
         width = max(int(m.shape[-1]) for _, m in items)
         images, masks = [], []

@@ -76,6 +76,19 @@ def _better(miou: float, best: float | None) -> bool:
     return best is None or score > best
 
 
+def _forward(model: SmpModel, images: torch.Tensor) -> torch.Tensor:
+    try:
+        with model.runtime.autocast():
+            return model.forward(images)
+    except ValueError as exc:
+        if "more than 1 value per channel" not in str(exc):
+            raise
+        raise SegalError(
+            f"--batch-size {model.config.batch_size}: {model.name} cannot batch-normalise a batch of one "
+            f"{images.shape[-2]}x{images.shape[-1]} image; use --batch-size 2 or more, or a larger --crop-size"
+        ) from exc
+
+
 def train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progress | None) -> TrainResult:
     """Train ``model.network`` in place on ``data``; see the module docstring."""
     config, options, runtime = model.config, model.options, model.runtime
@@ -117,8 +130,7 @@ def train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progres
             x = pad_to_multiple(normalise(images, runtime.device, runtime.memory_format), model.stride)
             y = masks.to(runtime.device, non_blocking=True)
             y = pad_masks_to_multiple(_clean_masks(y, config.num_classes, ignore), model.stride, ignore)
-            with runtime.autocast():
-                logits = model.forward(x)
+            logits = _forward(model, x)
             loss = loss_fn(logits.float(), y)
             if not bool(torch.isfinite(loss)):  # one host sync per step, before any update
                 restore_state(network, start_state)

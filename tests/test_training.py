@@ -1,0 +1,245 @@
+"""Training of the smp models: learning, best-epoch copy, non-finite loss, seeding,
+crops and batches."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pytest
+import torch
+
+from segal_core import Dataset, DatasetView, EvalResult, ModelConfig, SegalError
+from segal_core.testing import RandomImages
+from segal_smp import MODELS, SmpModel
+from segal_smp.data import EpochBatchSampler, PadCollate, random_crop_flip
+from segal_smp.training import lr_factor
+
+IGNORE = 255
+
+
+class ListDataset(Dataset):
+    """Given images and masks, held in lists."""
+
+    name = "list"
+
+    def __init__(self, images: Sequence[torch.Tensor], masks: Sequence[torch.Tensor], classes: int = 2) -> None:
+        self.images, self.masks = list(images), list(masks)
+        self.classes = [f"c{i}" for i in range(classes)]
+        self.ids = [f"id{i}" for i in range(len(self.images))]
+        self.ignore_index = IGNORE
+
+    @classmethod
+    def load(cls, config):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def image(self, index: int) -> torch.Tensor:
+        return self.images[index]
+
+    def mask(self, index: int) -> torch.Tensor:
+        return self.masks[index]
+
+
+def config(**kw: object) -> ModelConfig:
+    base: dict[str, object] = dict(
+        num_classes=2, encoder="tu-test_resnet", device="cpu", batch_size=4, crop_size=32, lr=3e-3, epochs=1
+    )
+    base.update(kw)
+    return ModelConfig(**base)  # type: ignore[arg-type]
+
+
+def weights(model: SmpModel) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.network.state_dict().items()}
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class Blobs(Dataset):
+    """A learnable problem: a reddish rectangle (class 1) on a bluish background
+    (class 0), with pixel noise."""
+
+    name = "blobs"
+
+    def __init__(self, n: int, seed: int, size: int = 32) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        self.classes = ["background", "blob"]
+        self.ids = [f"blob{seed}-{i}" for i in range(n)]
+        self.items: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for _ in range(n):
+            top, left = torch.randint(0, size // 2, (2,), generator=gen).tolist()
+            height, width = torch.randint(size // 4, size // 2, (2,), generator=gen).tolist()
+            mask = torch.zeros(size, size, dtype=torch.long)
+            mask[top : top + height, left : left + width] = 1
+            colour = torch.tensor([40, 60, 200]).view(3, 1, 1) + mask * torch.tensor([170, 60, -150]).view(3, 1, 1)
+            noise = torch.randint(-20, 21, (3, size, size), generator=gen)
+            self.items.append(((colour + noise).clamp(0, 255).to(torch.uint8), mask))
+
+    @classmethod
+    def load(cls, config):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def image(self, index: int) -> torch.Tensor:
+        return self.items[index][0]
+
+    def mask(self, index: int) -> torch.Tensor:
+        return self.items[index][1]
+
+
+def test_training_reduces_the_loss_on_a_learnable_problem() -> None:
+    data, val = Blobs(8, seed=0), Blobs(4, seed=1)
+    model = MODELS["unet"](config(epochs=4))
+    before = model.evaluate(val).miou
+    calls: list[int] = []
+    result = model.fit(data, val, progress=lambda phase, done, total: calls.append(done))
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < 0.5 * losses[0]
+    assert result.steps == 8 and result.epochs == 4 and result.images == 32
+    assert calls == list(range(1, 9))
+    assert result.best_epoch is not None and result.best_val_miou == max(h["val_miou"] for h in result.history)
+    after = model.evaluate(val).miou
+    assert after == pytest.approx(result.best_val_miou) and after > before + 0.2
+    assert result.final_loss == pytest.approx(losses[-1])
+
+
+def test_best_epoch_weights_are_a_real_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation peaks at epoch 2 then gets worse: the model must end with epoch 2's
+    weights, not the last epoch's (the original SegAL kept a live reference)."""
+    model = MODELS["fpn"](config(epochs=4))
+    scripted = iter([0.2, 0.6, 0.4, 0.1])
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def fake_evaluate(data: Dataset, *, progress: object = None) -> EvalResult:
+        seen.append(weights(model))
+        return EvalResult(miou=next(scripted), per_class_iou=[0.0, 0.0], pixel_accuracy=0.0)
+
+    monkeypatch.setattr(model, "evaluate", fake_evaluate)
+    result = model.fit(RandomImages(4, sizes=[(32, 32)], num_classes=2), RandomImages(2, num_classes=2))
+    assert result.best_epoch == 2 and result.best_val_miou == 0.6
+    assert len(seen) == 4
+    final = weights(model)
+    assert same(final, seen[1])
+    assert not same(final, seen[3])
+
+
+def test_eval_every_and_nan_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = MODELS["unet"](config(epochs=5, options={"eval_every": "2"}))
+    scripted = iter([math.nan, 0.3, 0.1])
+
+    def fake_evaluate(data: Dataset, *, progress: object = None) -> EvalResult:
+        return EvalResult(miou=next(scripted), per_class_iou=[], pixel_accuracy=0.0)
+
+    monkeypatch.setattr(model, "evaluate", fake_evaluate)
+    result = model.fit(RandomImages(2, sizes=[(32, 32)], num_classes=2), RandomImages(2, num_classes=2))
+    assert [h["epoch"] for h in result.history if "val_miou" in h] == [2.0, 4.0, 5.0]
+    assert result.best_epoch == 4
+
+
+def test_without_validation_the_last_weights_stay() -> None:
+    model = MODELS["unet"](config())
+    before = weights(model)
+    result = model.fit(RandomImages(3, sizes=[(32, 32)], num_classes=2))
+    assert result.best_epoch is None and result.best_val_miou is None
+    assert not same(before, weights(model))
+    assert all("val_miou" not in h for h in result.history)
+
+
+def test_non_finite_loss_is_an_error_and_leaves_the_weights() -> None:
+    images = [torch.full((3, 32, 32), math.nan), torch.rand(3, 32, 32)]
+    masks = [torch.zeros(32, 32, dtype=torch.long)] * 2
+    model = MODELS["unet"](config(batch_size=2))
+    before = weights(model)
+    with pytest.raises(SegalError, match=r"^training loss became non-finite at epoch 1 step 1; lower --lr or check"):
+        model.fit(ListDataset(images, masks))
+    assert same(before, weights(model))
+
+
+def test_same_seed_same_training_and_workers_do_not_matter() -> None:
+    data = RandomImages(5, sizes=[(40, 36), (24, 24)], num_classes=2)
+    first = MODELS["unet"](config(seed=3, crop_size=24))
+    first.fit(data)
+    second = MODELS["unet"](config(seed=3, crop_size=24, num_workers=1))
+    second.fit(data)
+    assert same(weights(first), weights(second))
+    third = MODELS["unet"](config(seed=4, crop_size=24))
+    third.fit(data)
+    assert not same(weights(first), weights(third))
+
+
+def test_partial_and_fully_ignored_masks_train() -> None:
+    base = RandomImages(4, sizes=[(32, 32)], num_classes=2)
+    ignored = {sid: torch.full((32, 32), IGNORE) for sid in base.ids}
+    model = MODELS["unet"](config(options={"loss": "ce+dice"}))
+    result = model.fit(DatasetView(base, [0, 1, 2, 3], masks=ignored))
+    assert result.final_loss == 0.0  # nothing labelled: no signal, but no NaN either
+    partial = {base.ids[0]: torch.where(torch.arange(32)[:, None] < 16, base.mask(0), IGNORE)}
+    result = model.fit(DatasetView(base, [0, 1], masks=partial))
+    assert math.isfinite(result.final_loss) and result.final_loss > 0
+
+
+def test_whole_images_of_mixed_sizes_and_small_images_under_crops() -> None:
+    data = RandomImages(3, sizes=[(20, 28), (37, 19), (8, 8)], num_classes=2)
+    for crop in (None, 48):
+        model = MODELS["pspnet"](config(crop_size=crop, batch_size=2))
+        result = model.fit(data)
+        assert math.isfinite(result.final_loss) and result.steps == 1  # 3 samples: one batch of 3
+
+
+def test_batch_of_one_too_small_for_batch_norm() -> None:
+    with pytest.raises(SegalError, match="--batch-size 1: unet cannot batch-normalise a batch of one 32x32"):
+        MODELS["unet"](config(batch_size=1)).fit(RandomImages(2, sizes=[(32, 32)], num_classes=2))
+
+
+def test_empty_training_set() -> None:
+    with pytest.raises(SegalError, match="cannot train on an empty training set"):
+        MODELS["unet"](config()).fit(RandomImages(0))
+
+
+# -- data helpers ------------------------------------------------------------------------
+
+
+def test_crop_pads_with_ignore_and_flip_is_seeded() -> None:
+    image = torch.arange(3 * 4 * 6, dtype=torch.uint8).view(3, 4, 6)
+    mask = torch.ones(4, 6, dtype=torch.long)
+    out_image, out_mask = random_crop_flip(image, mask, 8, IGNORE, torch.Generator().manual_seed(0))
+    assert out_image.shape == (3, 8, 8) and out_mask.shape == (8, 8)
+    assert int((out_mask == 1).sum()) == 24 and int((out_mask == IGNORE).sum()) == 40
+    again = random_crop_flip(image, mask, 8, IGNORE, torch.Generator().manual_seed(0))
+    assert torch.equal(again[0], out_image) and torch.equal(again[1], out_mask)
+    flips = {
+        bool(torch.equal(random_crop_flip(image, mask, None, IGNORE, torch.Generator().manual_seed(s))[0], image))
+        for s in range(20)
+    }
+    assert flips == {True, False}
+
+
+@pytest.mark.parametrize(("size", "batch"), [(1, 4), (5, 4), (9, 4), (8, 4), (3, 1), (2, 8)])
+def test_batches_cover_every_sample_and_never_hold_one(size: int, batch: int) -> None:
+    sampler = EpochBatchSampler(size, batch, torch.Generator().manual_seed(0))
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    assert {i for b in batches for i, _ in b} == set(range(size))
+    if batch > 1:
+        assert all(len(b) >= 2 for b in batches)
+    again = list(EpochBatchSampler(size, batch, torch.Generator().manual_seed(0)))
+    assert again == batches
+
+
+def test_pad_collate_mixed_sizes_and_dtypes() -> None:
+    items = [
+        (torch.full((3, 2, 3), 255, dtype=torch.uint8), torch.zeros(2, 3, dtype=torch.long)),
+        (torch.ones(3, 4, 1), torch.ones(4, 1, dtype=torch.long)),
+    ]
+    images, masks = PadCollate(IGNORE)(items)
+    assert images.shape == (2, 3, 4, 3) and images.dtype == torch.float32
+    assert float(images[0, 0, 0, 0]) == 1.0 and float(images[0, 0, 3, 2]) == 0.0
+    assert int((masks[0] == IGNORE).sum()) == 6 and int((masks[1] == IGNORE).sum()) == 8
+
+
+def test_schedule_warms_up_then_decays() -> None:
+    factors = [lr_factor(s, 100, 0.1) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:]))
+    assert 0.01 <= factors[-1] < 0.02
+    assert lr_factor(0, 1, 0.05) == 1.0
