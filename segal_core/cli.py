@@ -80,6 +80,7 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--seed", "--random_seed"), "seed", {"type": int, "default": 0, "show_default": True}),
     (("--retrain",), "retrain", {"type": click.Choice(["scratch", "finetune"]), "default": "scratch",
                                  "show_default": True, "help": "Each round: a fresh network, or the last one."}),
+    (("--cache",), "cache", {"is_flag": True, "help": "Decode the dataset once into memory (fast epochs)."}),
     (("--full",), "full", {"is_flag": True, "help": "Train once on the whole pool (the full-data baseline)."}),
     (("--out",), "out", {"help": "New run folder (default runs/DATASET-STRATEGY-sSEED-TIME)."}),
     (("--resume",), "resume", {"help": "Continue the run in this folder from its last completed round."}),

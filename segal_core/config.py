@@ -25,7 +25,7 @@ class RunConfig:
     ``query_ratio``. ``rounds`` counts recorded rounds (round 0 trains on the seed
     set); ``None`` = until the pool is exhausted. ``retrain`` is ``"scratch"``
     (a fresh network each round, seeded per round) or ``"finetune"`` (start from the
-    last round's weights).
+    last round's weights). ``cache`` decodes every split once into memory.
     """
 
     dataset: str = "synthetic"
@@ -54,6 +54,7 @@ class RunConfig:
     num_workers: int | None = None
     seed: int = 0
     retrain: str = "scratch"
+    cache: bool = False
     full: bool = False
     out: str | None = None
     progress: bool = True

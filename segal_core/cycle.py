@@ -18,7 +18,7 @@ import torch
 
 from . import __version__
 from .config import RunConfig
-from .dataset import DataConfig, Dataset, DatasetView, Splits
+from .dataset import CachedDataset, DataConfig, Dataset, DatasetView, Splits
 from .errors import SegalError
 from .model import EvalResult, Model, ModelConfig
 from .options import coerce_options
@@ -125,6 +125,13 @@ def _load_splits(config: RunConfig, dataset_cls: type[Dataset]) -> Splits:
         path=path, num_classes=config.num_classes, seed=config.seed, options=dict(config.dataset_options)
     )
     splits = dataset_cls.load(data_config)
+    if config.cache:
+        splits = Splits(
+            train=CachedDataset(splits.train),
+            val=CachedDataset(splits.val),
+            test=CachedDataset(splits.test) if splits.test is not None else None,
+            notices=splits.notices,
+        )
     if len(splits.train) == 0:
         raise SegalError(f"--dataset {config.dataset}: the train split (the pool) is empty")
     if len(splits.val) == 0:

@@ -151,3 +151,35 @@ class DatasetView(Dataset):
         if override is not None:
             return override
         return self.base.mask(self.indices[index])
+
+
+class CachedDataset(Dataset):
+    """``base`` decoded once into memory (``--cache``): images as uint8, masks as uint8
+    when the class ids fit, int64 otherwise. Reading an item is then a tensor copy."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+        self.classes = base.classes
+        self.ignore_index = base.ignore_index
+        self.split = base.split
+        self.ids = list(base.ids)
+        small = max(len(base.classes), base.ignore_index) < 256
+        self._images: list[torch.Tensor] = []
+        self._masks: list[torch.Tensor] = []
+        for i in range(len(base)):
+            image = base.image(i)
+            if image.is_floating_point():
+                image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+            mask = base.mask(i)
+            self._images.append(image.contiguous())
+            self._masks.append(mask.to(torch.uint8) if small else mask.to(torch.int64))
+
+    @classmethod
+    def load(cls, config: DataConfig) -> Splits:  # pragma: no cover - built, not loaded
+        raise TypeError("CachedDataset wraps another dataset")
+
+    def image(self, index: int) -> torch.Tensor:
+        return self._images[index]
+
+    def mask(self, index: int) -> torch.Tensor:
+        return self._masks[index].to(torch.int64)
