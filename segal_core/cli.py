@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from .plugins import DISABLE_ENV, Plugins, load_plugins
 __all__ = ["build_cli", "main", "run_main"]
 
 INTERRUPTED = 130
+TERMINATED = 143
 
 
 def blocked_from_argv(argv: Sequence[str]) -> list[str]:
@@ -221,9 +224,32 @@ def build_cli(plugins: Plugins) -> click.Group:
     return cli
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (the current round's commit is finished first)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def run_main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status. User mistakes print one line, no traceback."""
+    """Run the CLI; returns the exit status. User mistakes print one line, no traceback.
+
+    Exit status: 0 done, 2 a user mistake (:class:`SegalError`), 3 a plugin failed in a
+    hook, 130 interrupted by SIGINT, 143 by SIGTERM (both resumable).
+    """
     args = list(sys.argv[1:] if argv is None else argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: list[str]) -> int:
     try:
         plugins = load_plugins(blocked=blocked_from_argv(args))
         cli = build_cli(plugins)
@@ -238,16 +264,20 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         where = f"{ctx.command_path}: " if ctx is not None else ""
         click.echo(f"error: {where}{exc.format_message()} (see --help)", err=True)
         return exc.exit_code
-    except click.Abort:
-        click.echo("interrupted", err=True)
-        return INTERRUPTED
-    except KeyboardInterrupt:
-        click.echo(
-            "interrupted: the run folder holds every completed round; continue with "
-            "`segal run --resume DIR`",
-            err=True,
-        )
-        return INTERRUPTED
+    except (click.Abort, KeyboardInterrupt) as exc:
+        # click turns Ctrl-C into Abort; the signal itself is the cause
+        cause = exc.__cause__ if isinstance(exc, click.Abort) else exc
+        terminated = isinstance(cause, Terminated)
+        run_dir = getattr(cause, "run_dir", None)
+        what = "terminated" if terminated else "interrupted"
+        if run_dir is not None:
+            click.echo(
+                f"{what}: {run_dir} holds every completed round; continue with: segal run --resume {run_dir}",
+                err=True,
+            )
+        else:
+            click.echo(what, err=True)
+        return TERMINATED if terminated else INTERRUPTED
     return 0
 
 

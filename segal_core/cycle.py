@@ -488,6 +488,9 @@ def _loop(run: Run) -> list[dict[str, Any]]:
             run.call("segal_round_end", record=record)
             plot_runs([(run.config.strategy, run.history)], run.out / "curve.png", title=str(run.out.name))
         run.call("segal_run_end", history=run.history)
+    except KeyboardInterrupt as exc:
+        exc.run_dir = run.out  # type: ignore[attr-defined]  # for the CLI's message
+        raise
     finally:
         bars.close()
     return run.history

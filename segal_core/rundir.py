@@ -72,8 +72,8 @@ def deferred_signals() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        if received:
-            raise KeyboardInterrupt
+        if received:  # deliver it now, to the handler that was there before
+            signal.raise_signal(received[0])
 
 
 @dataclass
