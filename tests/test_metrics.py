@@ -145,3 +145,9 @@ def test_evaluate_real_model_reports_progress() -> None:
     assert calls[-1] == ("evaluate", 2, 2)  # inference batch = 2 x batch size
     assert 0.0 <= result.pixel_accuracy <= 1.0
     assert len(result.per_class_iou) == 3
+
+
+def test_evaluate_empty_split_is_nan() -> None:
+    model = MODELS["unet"](ModelConfig(num_classes=2, encoder="tu-test_resnet", device="cpu"))
+    result = model.evaluate(ListDataset([], [], 2))
+    assert math.isnan(result.miou) and math.isnan(result.pixel_accuracy)

@@ -22,6 +22,7 @@ __all__ = [
     "EpochBatchSampler",
     "PadCollate",
     "IndexedDataset",
+    "imagenet_stats",
     "normalise",
     "pad_to_multiple",
     "random_crop_flip",
@@ -35,18 +36,27 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def normalise(images: torch.Tensor, device: torch.device, memory_format: torch.memory_format) -> torch.Tensor:
-    """uint8 (0..255) or float (0..1) images -> normalised float32 on ``device``.
+def imagenet_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std as ``[1, 3, 1, 1]`` float32 tensors on ``device`` (made
+    once per model, so no small host-to-device copy happens per batch)."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1).to(device)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1).to(device)
+    return mean, std
+
+
+def normalise(
+    images: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor], memory_format: torch.memory_format
+) -> torch.Tensor:
+    """uint8 (0..255) or float (0..1) images -> normalised float32 on the device of
+    ``stats`` (from :func:`imagenet_stats`).
 
     The copy is non-blocking (the batch is pinned on CUDA) and the conversion runs
     on the device, so only uint8 crosses the bus.
     """
-    x = images.to(device, non_blocking=True)
+    mean, std = stats
+    x = images.to(mean.device, non_blocking=True)
     x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    x = (x - mean) / std
-    return x.contiguous(memory_format=memory_format)
+    return ((x - mean) / std).contiguous(memory_format=memory_format)
 
 
 def _padding(height: int, width: int, multiple: int) -> tuple[int, int]:

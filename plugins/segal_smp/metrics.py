@@ -84,5 +84,8 @@ class ConfusionMatrix(Metric):
         return self.matrix
 
     def scores(self) -> EvalResult:
-        """:func:`scores_from_confusion` of everything accumulated (synced)."""
+        """:func:`scores_from_confusion` of everything accumulated (synced across
+        processes); all NaN when nothing was added."""
+        if self.update_count == 0:  # torchmetrics warns on compute() before update()
+            return scores_from_confusion(self.matrix)
         return scores_from_confusion(self.compute())

@@ -15,7 +15,7 @@ from segal_core import Dataset, EvalResult, Model, ModelConfig, SegalError, Trai
 
 from .architectures import build_network, pad_multiple
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import IndexedDataset, PadCollate, normalise, pad_to_multiple
+from .data import IndexedDataset, PadCollate, imagenet_stats, normalise, pad_to_multiple
 from .device import resolve_runtime
 from .metrics import ConfusionMatrix
 from .options import parse_options
@@ -61,6 +61,8 @@ class SmpModel(Model):
         _check_config(config)
         self.options = parse_options(config.options)
         self.runtime = resolve_runtime(config.device, config.precision)
+        #: ImageNet mean and std on the device (used for every encoder).
+        self.stats = imagenet_stats(self.runtime.device)
         self.reset()
 
     # -- building -------------------------------------------------------------
@@ -100,7 +102,7 @@ class SmpModel(Model):
         height, width = images.shape[-2:]
         self.network.eval()
         with torch.inference_mode():
-            x = pad_to_multiple(normalise(images, self.device, self.runtime.memory_format), self.stride)
+            x = pad_to_multiple(normalise(images, self.stats, self.runtime.memory_format), self.stride)
             with self.runtime.autocast():
                 out = self.forward(x)
             return out[..., :height, :width]
@@ -114,7 +116,8 @@ class SmpModel(Model):
             return self.config.num_workers
         if not self.runtime.cuda:
             return 0
-        return max(1, min(8, len(os.sched_getaffinity(0)) - 1))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(1, min(8, cores - 1))
 
     def _loader(self, data: Dataset) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
         workers = self.loader_workers()

@@ -127,7 +127,7 @@ def train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progres
         network.train()
         running = torch.zeros((), device=runtime.device)
         for batch_step, (images, masks) in enumerate(loader, start=1):
-            x = pad_to_multiple(normalise(images, runtime.device, runtime.memory_format), model.stride)
+            x = pad_to_multiple(normalise(images, model.stats, runtime.memory_format), model.stride)
             y = masks.to(runtime.device, non_blocking=True)
             y = pad_masks_to_multiple(_clean_masks(y, config.num_classes, ignore), model.stride, ignore)
             logits = _forward(model, x)
