@@ -105,7 +105,7 @@ def test_accumulated_matrix_equals_naive_count(pairs: list[tuple[int, int]], par
         if t != IGNORE:
             naive[t, p] += 1
     metric = ConfusionMatrix(4)
-    for p_chunk, t_chunk in zip(pred.chunk(parts), truth.chunk(parts)):
+    for p_chunk, t_chunk in zip(pred.chunk(parts), truth.chunk(parts), strict=True):
         metric.update(p_chunk, t_chunk)
     assert torch.equal(metric.compute(), naive)
 
@@ -127,7 +127,7 @@ def test_evaluate_pads_mixed_sizes_with_ignore(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(model, "logits", rule)
     result = model.evaluate(data)
-    expected = sum(confusion_matrix(rule(im[None])[0].argmax(0), m, 3) for im, m in zip(images, masks))
+    expected = sum(confusion_matrix(rule(im[None])[0].argmax(0), m, 3) for im, m in zip(images, masks, strict=True))
     assert isinstance(expected, torch.Tensor)
     ref = scores_from_confusion(expected)
     assert result.miou == pytest.approx(ref.miou)

@@ -151,7 +151,8 @@ def test_offline_weights_are_one_clear_error(
 def test_cuda_without_cuda_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for spec in ("cuda", "cuda:1"):
-        with pytest.raises(SegalError, match=f"--device {spec}: CUDA is not available on this machine; use --device cpu"):
+        expected = f"--device {spec}: CUDA is not available on this machine; use --device cpu"
+        with pytest.raises(SegalError, match=expected):
             resolve_device(spec)
     with pytest.raises(SegalError, match="--device cuda: CUDA is not available"):
         MODELS["unet"](config(device="cuda"))

@@ -247,6 +247,6 @@ def test_pad_collate_mixed_sizes_and_dtypes() -> None:
 def test_schedule_warms_up_then_decays() -> None:
     factors = [lr_factor(s, 100, 0.1) for s in range(100)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(factors[9:], factors[10:]))
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:], strict=False))
     assert 0.01 <= factors[-1] < 0.02
     assert lr_factor(0, 1, 0.05) == 1.0

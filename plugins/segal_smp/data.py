@@ -116,7 +116,7 @@ class AugmentedDataset(torch.utils.data.Dataset[Batch]):
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, key: tuple[int, int]) -> Batch:  # type: ignore[override]
+    def __getitem__(self, key: tuple[int, int]) -> Batch:
         index, seed = key
         image, mask = self.data[index]
         generator = torch.Generator().manual_seed(seed)
@@ -166,7 +166,7 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         order = torch.randperm(self.size, generator=self.generator).tolist()
         order = (order * 2)[: self._count()]
         seeds = torch.randint(2**62, (len(order),), generator=self.generator).tolist()
-        pairs = list(zip(order, seeds))
+        pairs = list(zip(order, seeds, strict=True))
         for start, end in self._bounds():
             yield pairs[start:end]
 

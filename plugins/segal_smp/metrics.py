@@ -76,7 +76,7 @@ class ConfusionMatrix(Metric):
             "matrix", default=torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum"
         )
 
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch: predicted and true class ids of the same shape."""
         self.matrix += confusion_matrix(preds, target.to(self.matrix.device), self.num_classes)
 

@@ -82,7 +82,7 @@ class SmpModel(Model):
             seed=cfg.seed,
         )
         self.runtime.prepare()
-        self.network = network.to(self.device, memory_format=self.runtime.memory_format)
+        self.network = network.to(self.device).to(memory_format=self.runtime.memory_format)
         self.stride = pad_multiple(self.architecture or self.name, self.network)
         self._forward: nn.Module = self.network
         if self.options.compile and self.runtime.cuda:
@@ -90,7 +90,8 @@ class SmpModel(Model):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The network (compiled when asked) on normalised, padded images."""
-        return self._forward(images)
+        out: torch.Tensor = self._forward(images)
+        return out
 
     # -- inference --------------------------------------------------------------
 

@@ -50,7 +50,7 @@ def make_loss(kind: str, ignore_index: int) -> LossFn:
     dice = smp.losses.DiceLoss(mode="multiclass", ignore_index=ignore_index, from_logits=True)
 
     def ce_dice(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        return cross_entropy(logits, masks) + dice(logits, masks)
+        return cross_entropy(logits, masks) + torch.as_tensor(dice(logits, masks))
 
     return ce_dice
 
