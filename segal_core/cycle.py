@@ -23,7 +23,7 @@ from .errors import SegalError
 from .model import EvalResult, Model, ModelConfig
 from .options import coerce_options
 from .oracle import Annotation, Oracle
-from .plugins import Plugins, load_plugins
+from .plugins import PluginError, Plugins, load_plugins
 from .progress import Bars
 from .rundir import LedgerEntry, RunDir, RunState, atomic_write
 from .strategy import PoolContext, Strategy
@@ -272,7 +272,21 @@ def _iou_table(result: EvalResult, classes: Sequence[str]) -> dict[str, float | 
 
 def _phase(run: Run, round: int, name: str, seconds: dict[str, float], action: Callable[[], Any]) -> Any:
     start = time.perf_counter()
-    result = run.call("segal_phase", round=round, phase=name, action=action)
+    failure: list[BaseException] = []
+
+    def guarded() -> Any:
+        try:
+            return action()
+        except BaseException as exc:
+            failure.append(exc)
+            raise
+
+    try:
+        result = run.call("segal_phase", round=round, phase=name, action=guarded)
+    except PluginError as exc:
+        if failure and exc.__cause__ is failure[0]:
+            raise failure[0] from None  # the phase itself failed, not a wrapping plugin
+        raise
     model = run.model
     if model is not None and model.device.type == "cuda":
         torch.cuda.synchronize(model.device)
