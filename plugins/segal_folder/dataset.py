@@ -214,8 +214,8 @@ class Folder(FileDataset):
         options = FolderOptions(**coerce_options(FolderOptions, config.options, _FLAG))
         resize, scale = resize_options(options.size, options.scale)
         root = data_root(config.path, cls.name)
-        spec, labels, colors = _classes(root, config, options)
         parts, notices = cls._splits(root, options)
+        spec, labels, colors = _classes(root, config, options)
 
         datasets: dict[str, Folder] = {}
         for split, samples in parts.items():
