@@ -152,13 +152,25 @@ def test_without_validation_the_last_weights_stay() -> None:
     assert all("val_miou" not in h for h in result.history)
 
 
-def test_non_finite_loss_is_an_error_and_leaves_the_weights() -> None:
-    images = [torch.full((3, 32, 32), math.nan), torch.rand(3, 32, 32)]
-    masks = [torch.zeros(32, 32, dtype=torch.long)] * 2
-    model = MODELS["unet"](config(batch_size=2))
+class PoisonedLater(ListDataset):
+    """Its images turn to NaN after ``clean_reads`` reads (e.g. in the second epoch)."""
+
+    def __init__(self, n: int, clean_reads: int) -> None:
+        super().__init__([torch.rand(3, 32, 32) for _ in range(n)], [torch.zeros(32, 32, dtype=torch.long)] * n)
+        self.reads, self.clean_reads = 0, clean_reads
+
+    def image(self, index: int) -> torch.Tensor:
+        self.reads += 1
+        image = super().image(index)
+        return image if self.reads <= self.clean_reads else torch.full_like(image, math.nan)
+
+
+def test_non_finite_loss_is_an_error_and_puts_the_weights_back() -> None:
+    model = MODELS["unet"](config(batch_size=2, epochs=3))
     before = weights(model)
-    with pytest.raises(SegalError, match=r"^training loss became non-finite at epoch 1 step 1; lower --lr or check"):
-        model.fit(ListDataset(images, masks))
+    data = PoisonedLater(4, clean_reads=4)  # epoch 1 trains (two updates), epoch 2 fails
+    with pytest.raises(SegalError, match=r"^training loss became non-finite at epoch 2 step 1; lower --lr or check"):
+        model.fit(data)
     assert same(before, weights(model))
 
 
@@ -194,8 +206,11 @@ def test_whole_images_of_mixed_sizes_and_small_images_under_crops() -> None:
 
 
 def test_batch_of_one_too_small_for_batch_norm() -> None:
+    model = MODELS["unet"](config(batch_size=1))
+    before = weights(model)
     with pytest.raises(SegalError, match="--batch-size 1: unet cannot batch-normalise a batch of one 32x32"):
-        MODELS["unet"](config(batch_size=1)).fit(RandomImages(2, sizes=[(32, 32)], num_classes=2))
+        model.fit(RandomImages(2, sizes=[(32, 32)], num_classes=2))
+    assert same(before, weights(model))
 
 
 def test_empty_training_set() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import segmentation_models_pytorch as smp
@@ -71,9 +72,21 @@ def _clean_masks(masks: torch.Tensor, num_classes: int, ignore_index: int) -> to
     return torch.where(valid, masks, torch.full_like(masks, ignore_index))
 
 
-def _better(miou: float, best: float | None) -> bool:
-    score = miou if math.isfinite(miou) else -math.inf
-    return best is None or score > best
+@dataclass
+class _Best:
+    """The best evaluated epoch so far, with a real copy of its weights."""
+
+    score: float = -math.inf
+    epoch: int | None = None
+    miou: float | None = None
+    state: dict[str, torch.Tensor] | None = None
+
+    def offer(self, epoch: int, miou: float, network: torch.nn.Module) -> None:
+        """Keep ``network``'s weights if ``miou`` beats the best (NaN counts as the
+        worst; the earlier epoch wins a tie)."""
+        score = miou if math.isfinite(miou) else -math.inf
+        if self.epoch is None or score > self.score:
+            self.score, self.epoch, self.miou, self.state = score, epoch, miou, clone_state(network)
 
 
 def _forward(model: SmpModel, images: torch.Tensor) -> torch.Tensor:
@@ -90,14 +103,25 @@ def _forward(model: SmpModel, images: torch.Tensor) -> torch.Tensor:
 
 
 def train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progress | None) -> TrainResult:
-    """Train ``model.network`` in place on ``data``; see the module docstring."""
-    config, options, runtime = model.config, model.options, model.runtime
+    """Train ``model.network`` in place on ``data``; see the module docstring.
+
+    Whatever goes wrong inside (non-finite loss, a batch too small, an interrupt),
+    the weights are put back to what they were when training started.
+    """
     if len(data) == 0:
         raise SegalError("cannot train on an empty training set; label some samples first")
-    network = model.network
-    ignore = config.ignore_index
-    generator = torch.Generator().manual_seed(config.seed)
-    sampler = EpochBatchSampler(len(data), config.batch_size, generator)
+    start_state = clone_state(model.network)
+    try:
+        return _train(model, data, val, progress)
+    except BaseException:
+        restore_state(model.network, start_state)
+        raise
+
+
+def _train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progress | None) -> TrainResult:
+    config, options, runtime = model.config, model.options, model.runtime
+    network, ignore = model.network, config.ignore_index
+    sampler = EpochBatchSampler(len(data), config.batch_size, torch.Generator().manual_seed(config.seed))
     workers = model.loader_workers()
     loader = DataLoader(
         AugmentedDataset(data, config.crop_size),
@@ -114,12 +138,8 @@ def train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progres
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, options.warmup))
     scaler = runtime.grad_scaler()
     loss_fn = make_loss(options.loss, ignore)
-    start_state = clone_state(network)
 
-    best_state: dict[str, torch.Tensor] | None = None
-    best_score: float | None = None
-    best_epoch: int | None = None
-    best_miou: float | None = None
+    best = _Best()
     history: list[dict[str, float]] = []
     step = images_seen = 0
     epoch_loss = math.nan
@@ -130,16 +150,14 @@ def train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progres
             x = pad_to_multiple(normalise(images, model.stats, runtime.memory_format), model.stride)
             y = masks.to(runtime.device, non_blocking=True)
             y = pad_masks_to_multiple(_clean_masks(y, config.num_classes, ignore), model.stride, ignore)
-            logits = _forward(model, x)
-            loss = loss_fn(logits.float(), y)
+            loss = loss_fn(_forward(model, x).float(), y)
             if not bool(torch.isfinite(loss)):  # one host sync per step, before any update
-                restore_state(network, start_state)
                 raise SegalError(
                     f"training loss became non-finite at epoch {epoch} step {batch_step}; "
                     f"lower --lr or check the data"
                 )
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -149,24 +167,20 @@ def train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progres
             if progress is not None:
                 progress("train", step, total)
         epoch_loss = float(running) / max(1, steps_per_epoch)
-        record: dict[str, float] = {"epoch": float(epoch), "loss": epoch_loss,
-                                    "lr": float(optimizer.param_groups[0]["lr"])}
+        record = {"epoch": float(epoch), "loss": epoch_loss, "lr": float(optimizer.param_groups[0]["lr"])}
         if val is not None and (epoch % options.eval_every == 0 or epoch == config.epochs):
-            miou = model.evaluate(val).miou
-            record["val_miou"] = miou
-            if _better(miou, best_score):
-                best_score = miou if math.isfinite(miou) else -math.inf
-                best_state, best_epoch, best_miou = clone_state(network), epoch, miou
+            record["val_miou"] = model.evaluate(val).miou
+            best.offer(epoch, record["val_miou"], network)
         history.append(record)
-    if best_state is not None:
-        restore_state(network, best_state)
+    if best.state is not None:
+        restore_state(network, best.state)
     network.eval()
     return TrainResult(
         epochs=config.epochs,
         steps=step,
         images=images_seen,
         final_loss=epoch_loss,
-        best_epoch=best_epoch,
-        best_val_miou=best_miou,
+        best_epoch=best.epoch,
+        best_val_miou=best.miou,
         history=history,
     )
