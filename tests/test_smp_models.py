@@ -250,3 +250,19 @@ def test_reset_is_deterministic_and_leaves_global_rng_alone() -> None:
     assert same(initial, state(model))
     assert same(initial, state(MODELS["fpn"](config(seed=7))))
     assert not same(initial, state(MODELS["fpn"](config(seed=8))))
+
+
+# -- slow: real-size encoders ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_every_architecture_trains_and_evaluates_with_a_real_encoder(arch: str) -> None:
+    from segal_core.testing import RandomImages
+
+    encoder = "tu-vit_tiny_patch16_224" if arch == "dpt" else "resnet18"
+    model = MODELS[arch](config(encoder=encoder, crop_size=64, epochs=1))
+    data = RandomImages(2, sizes=[(70, 90)], num_classes=3)
+    result = model.fit(data, data)
+    assert result.steps == 1 and result.best_epoch == 1
+    assert model.logits(torch.zeros(1, 3, 70, 90, dtype=torch.uint8)).shape == (1, 3, 70, 90)

@@ -265,3 +265,19 @@ def test_schedule_warms_up_then_decays() -> None:
     assert all(a >= b for a, b in zip(factors[9:], factors[10:], strict=False))
     assert 0.01 <= factors[-1] < 0.02
     assert lr_factor(0, 1, 0.05) == 1.0
+
+
+@pytest.mark.slow
+def test_camvid_mini_trains_and_evaluates(camvid_mini: object) -> None:
+    from pathlib import Path
+
+    from segal_core import DataConfig, load_plugins
+
+    camvid = load_plugins().registry.dataset("camvid")
+    splits = camvid.load(DataConfig(path=Path(str(camvid_mini)), options={"scale": 0.25}))
+    model = MODELS["unet"](config(num_classes=len(splits.classes), encoder="resnet18", batch_size=4,
+                                  crop_size=64, epochs=2, lr=1e-3))
+    result = model.fit(splits.train, splits.val)
+    assert result.steps == 12 and math.isfinite(result.final_loss)
+    test = model.evaluate(splits.test if splits.test is not None else splits.val)
+    assert len(test.per_class_iou) == 11 and 0.0 <= test.miou <= 1.0 and test.pixel_accuracy > 0.1
