@@ -170,3 +170,22 @@ def test_cuda_scoring_never_syncs_inside_the_loop() -> None:
     assert scores.device.type == "cuda" and scores.dtype == torch.float32
     reference = score_pool(cpu, pool, strategy.image_scores, batch_size=4, num_workers=0)
     assert torch.allclose(scores.cpu(), reference, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_benchmark_script_prints_one_json_line_per_pool_size() -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "score_pool.py"
+    cmd = [sys.executable, str(script), "--model", "tiny", "--pool-sizes", "4,8",
+           "--image-size", "16x20", "--repeats", "1", "--batch-size", "3"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300)
+    header, *lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert header["batch_size"] == 3 and header["torch"] == torch.__version__
+    assert [line["pool_size"] for line in lines] == [4, 8]
+    for line in lines:
+        assert set(line["img_per_s"]) == {"random", "least_confidence", "margin", "entropy"}
+        assert line["forward_only_img_per_s"] > 0 and line["peak_rss_mb"] > 0
