@@ -181,7 +181,9 @@ def parse_size(text: str, flag: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
-def resize_options(size: str | None, scale: float | None, flag: str = "--dataset-opt") -> tuple[tuple[int, int] | None, float | None]:
+def resize_options(
+    size: str | None, scale: float | None, flag: str = "--dataset-opt"
+) -> tuple[tuple[int, int] | None, float | None]:
     """Check the common ``size=HxW`` / ``scale=F`` dataset options.
 
     :returns: ``(resize, scale)`` for :class:`FileDataset`.
@@ -459,6 +461,8 @@ class FileDataset(Dataset):
     :param ignore_index: the ignore value of the returned masks.
     :param resize: read every item at this ``(height, width)``.
     :param scale: read every item at its size times ``scale`` (ignored with ``resize``).
+    :param sizes: each sample's stored ``(height, width)`` (from :func:`check_headers`),
+        so that ``scale`` needs no header read per item.
     """
 
     def __init__(
@@ -472,8 +476,12 @@ class FileDataset(Dataset):
         ignore_index: int = DEFAULT_IGNORE_INDEX,
         resize: tuple[int, int] | None = None,
         scale: float | None = None,
+        sizes: Sequence[tuple[int, int]] | None = None,
     ) -> None:
+        if sizes is not None and len(sizes) != len(samples):
+            raise ValueError(f"{len(sizes)} sizes for {len(samples)} samples")
         self.samples = list(samples)
+        self.sizes = list(sizes) if sizes is not None else None
         self.ids = [s.id for s in self.samples]
         self.classes = list(classes)
         self.split = split
@@ -488,7 +496,10 @@ class FileDataset(Dataset):
             return self.resize
         if self.scale is None or self.scale == 1.0:
             return None
-        _, size = read_header(self.samples[index].image)
+        if self.sizes is not None:
+            size = self.sizes[index]
+        else:
+            _, size = read_header(self.samples[index].image)
         return output_size(size, scale=self.scale)
 
     def image(self, index: int) -> torch.Tensor:

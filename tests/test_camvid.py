@@ -54,7 +54,8 @@ def test_mini_set_with_foreign_prefix_lists(camvid_mini: Path) -> None:
     assert (camvid_mini / "train.txt").read_text().startswith("/SegNet/CamVid/train/")
     splits = load(camvid_mini)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (24, 6, 6)
-    listed = [line.split()[0].rsplit("/", 1)[1][:-4] for line in (camvid_mini / "val.txt").read_text().split("\n") if line]
+    lines = (camvid_mini / "val.txt").read_text().splitlines()
+    listed = [line.split()[0].rsplit("/", 1)[1][:-4] for line in lines if line]
     assert splits.val.ids == listed
     assert splits.classes == list(CAMVID_CLASSES) and splits.ignore_index == 255
     assert splits.notices == []
@@ -97,7 +98,10 @@ def test_jpg_images_without_lists_and_missing_test(camvid_mini: Path, tmp_path: 
 
 def test_png_lists_map_onto_jpg_copies(camvid_mini: Path, tmp_path: Path) -> None:
     root = make_copy(camvid_mini, tmp_path / "jpg", {"train": 2, "val": 1}, jpg=True)
-    lines = [f"C:\\data\\CamVid\\train\\{p.stem}.png C:\\data\\CamVid\\trainannot\\{p.stem}.png" for p in sorted((root / "train").iterdir())]
+    lines = [
+        f"C:\\data\\CamVid\\train\\{p.stem}.png C:\\data\\CamVid\\trainannot\\{p.stem}.png"
+        for p in sorted((root / "train").iterdir())
+    ]
     (root / "train.txt").write_text("\n".join(reversed(lines)))
     splits = load(root)
     assert splits.train.ids == sorted(splits.train.ids, reverse=True)  # list order kept
@@ -141,7 +145,8 @@ def test_colour_mask_is_an_error(small: Path) -> None:
 
 def test_missing_folders_say_what_is_expected(small: Path) -> None:
     shutil.rmtree(small / "valannot")
-    with pytest.raises(SegalError, match=r"not a CamVid folder, valannot/ missing; expected .*train/ trainannot/ val/ valannot/"):
+    expected = r"not a CamVid folder, valannot/ missing; expected .*train/ trainannot/ val/ valannot/"
+    with pytest.raises(SegalError, match=expected):
         load(small)
     with pytest.raises(SegalError, match=rf"did you mean --data-path {small}\?"):
         load(small.parent)  # the folder above CamVid/

@@ -92,7 +92,8 @@ def test_ids_outside_the_table(tree: Path) -> None:
     bad = np.tile(PICK, (H, 2))
     bad[3, 3] = 40
     stem = frame(tree, "val", "lindau", 9, labels=bad)
-    with pytest.raises(SegalError, match=rf"{stem}_gtFine_labelIds\.png: mask value 40 is not a class id .*valid values: 0\.\.33, 255\)"):
+    message = rf"{stem}_gtFine_labelIds\.png: mask value 40 is not a class id .*valid values: 0\.\.33, 255\)"
+    with pytest.raises(SegalError, match=message):
         load(tree)  # a tiny tree: verify=auto decodes every mask at load
     lazy = load(tree, verify="header")
     with pytest.raises(SegalError, match=rf"{stem}_gtFine_labelIds\.png: mask value 40 "):
@@ -105,7 +106,8 @@ def test_colour_masks_only(tmp_path: Path) -> None:
     frame(root, "val", "ulm", 1)
     for path in (root / "gtFine" / "train").rglob("*_labelIds.png"):
         path.unlink()
-    with pytest.raises(SegalError, match=r"gtFine/train: only colour masks \(\*_gtFine_color\.png\), no \*_gtFine_labelIds\.png"):
+    message = r"gtFine/train: only colour masks \(\*_gtFine_color\.png\), no \*_gtFine_labelIds\.png"
+    with pytest.raises(SegalError, match=message):
         load(root)
 
 
@@ -121,7 +123,8 @@ def test_missing_and_wrong_layout(tree: Path) -> None:
         load(tree / "leftImg8bit")
     path = next((tree / "gtFine" / "train" / "bremen").glob("*_labelIds.png"))
     path.unlink()
-    with pytest.raises(SegalError, match=r"bremen_000002_000019_leftImg8bit\.png: image has no mask bremen_000002_000019_gtFine_labelIds\.png"):
+    message = r"bremen_000002_000019_leftImg8bit\.png: image has no mask bremen_000002_000019_gtFine_labelIds\.png"
+    with pytest.raises(SegalError, match=message):
         load(tree)
     shutil.rmtree(tree / "leftImg8bit" / "train" / "bremen")
     shutil.rmtree(tree / "gtFine" / "val")

@@ -179,7 +179,8 @@ def test_bad_class_files(tmp_path: Path) -> None:
     (tmp_path / "classes.json").write_text('{"classes": ["a"], "colours": []}')
     with pytest.raises(SegalError, match=r"classes\.json: unknown key 'colours'"):
         read_classes(tmp_path)
-    (tmp_path / "classes.json").write_text('{"classes": [{"name": "a", "color": [1, 2, 3]}, {"name": "b", "color": "#ffffff"}], "ignore_index": 250}')
+    classes = [{"name": "a", "color": [1, 2, 3]}, {"name": "b", "color": "#ffffff"}]
+    (tmp_path / "classes.json").write_text(json.dumps({"classes": classes, "ignore_index": 250}))
     spec = read_classes(tmp_path)
     assert spec.names == ["a", "b"] and spec.colors == [(1, 2, 3), (255, 255, 255)] and spec.ignore_index == 250
     (tmp_path / "classes.json").write_text("[1, 2")
@@ -195,7 +196,8 @@ def test_pairing_mistakes_and_mask_suffix(tmp_path: Path) -> None:
     (root / "images" / "lonely.png").unlink()
     for path in (root / "masks").iterdir():
         path.rename(path.with_name(path.stem + "_mask.png"))
-    with pytest.raises(SegalError, match=r"image has no mask img00\.png .* but img00_mask\.png is there; pass --dataset-opt mask_suffix=_mask"):
+    hint = r"image has no mask img00\.png .* but img00_mask\.png is there; pass --dataset-opt mask_suffix=_mask"
+    with pytest.raises(SegalError, match=hint):
         load(root)
     assert len(load(root, mask_suffix="_mask").train) == 3
 

@@ -137,7 +137,8 @@ def test_label_map_identity_and_errors(tmp_path: Path) -> None:
     labels = LabelMap.identity(3)
     raw = np.array([[0, 1], [2, 255]])
     assert labels.apply(raw, tmp_path / "m.png").tolist() == [[0, 1], [2, 255]]
-    with pytest.raises(SegalError, match=r"m\.png: mask value 7 is not a class id.*3 classes; valid values: 0\.\.2; ignored: 255"):
+    message = r"m\.png: mask value 7 is not a class id.*3 classes; valid values: 0\.\.2; ignored: 255"
+    with pytest.raises(SegalError, match=message):
         labels.apply(np.array([[0, 7]]), tmp_path / "m.png")
     with pytest.raises(SegalError, match=r"mask value 300 "):
         labels.apply(np.array([[0, 300]]), tmp_path / "m.png")

@@ -76,7 +76,10 @@ def test_class_not_decodable_from_pixel_colour() -> None:
     np.add.at(table, (codes, masks.ravel()), 1)
     predicted = table.argmax(1)[codes]
     truth = masks.ravel()
-    ious = [((predicted == c) & (truth == c)).sum() / max(1, ((predicted == c) | (truth == c)).sum()) for c in range(5)]
+    ious = [
+        ((predicted == c) & (truth == c)).sum() / max(1, ((predicted == c) | (truth == c)).sum())
+        for c in range(5)
+    ]
     assert float(np.mean(ious)) < 0.5
     assert (predicted == truth).mean() < 0.85
 

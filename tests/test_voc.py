@@ -15,7 +15,9 @@ from segal_voc import VOC, VOC_CLASSES, voc_palette
 IDS = {"train": ["2007_000032", "2007_000039", "2008_000002"], "val": ["2007_000033", "2009_000001"]}
 
 
-def write(root: Path, sample_id: str, size: tuple[int, int] = (6, 10), values: np.ndarray | None = None) -> np.ndarray:
+def write(
+    root: Path, sample_id: str, size: tuple[int, int] = (6, 10), values: np.ndarray | None = None
+) -> np.ndarray:
     h, w = size
     rng = np.random.default_rng(int(sample_id.replace("_", "")))
     (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
@@ -91,7 +93,8 @@ def test_missing_list_entries(voc: Path) -> None:
     (lists / "val.txt").write_text("2007_000033\n2011_999999\n")
     with pytest.raises(SegalError, match=r"val\.txt:2: 2011_999999 has no mask .*SegmentationClass/2011_999999\.png"):
         load(voc)
-    (voc / "SegmentationClass" / "2011_999999.png").write_bytes((voc / "SegmentationClass" / "2007_000033.png").read_bytes())
+    masks = voc / "SegmentationClass"
+    (masks / "2011_999999.png").write_bytes((masks / "2007_000033.png").read_bytes())
     with pytest.raises(SegalError, match=r"val\.txt:2: 2011_999999 has no image .*JPEGImages/2011_999999\.jpg"):
         load(voc)
     (lists / "train.txt").unlink()
@@ -110,7 +113,8 @@ def test_ids_outside_the_classes(voc: Path) -> None:
     values = np.zeros((6, 10), np.int64)
     values[2, 2] = 21
     write(voc, IDS["train"][0], values=values)
-    with pytest.raises(SegalError, match=rf"{IDS['train'][0]}\.png: mask value 21 is not a class id .*0\.\.20; ignored: 255"):
+    message = rf"{IDS['train'][0]}\.png: mask value 21 is not a class id .*0\.\.20; ignored: 255"
+    with pytest.raises(SegalError, match=message):
         load(voc)
 
 

@@ -189,7 +189,7 @@ class CamVid(FileDataset):
                     f"({', '.join(IMAGE_EXTENSIONS[:2])}) with masks in {split}annot/"
                 )
             sizes = check_headers(samples)
-            dataset = cls(samples, classes, split=split, labels=labels, resize=resize, scale=scale)
+            dataset = cls(samples, classes, split=split, labels=labels, resize=resize, scale=scale, sizes=sizes)
             verify_masks(dataset, options.verify, sizes, f"{_FLAG} verify")
             datasets[split] = dataset
         notices = []

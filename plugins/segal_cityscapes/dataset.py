@@ -135,7 +135,9 @@ class Cityscapes(FileDataset):
                     f"<city>/*{IMAGE_SUFFIX}.png files"
                 )
             sizes = check_headers(samples)
-            dataset = cls(samples, TRAIN_CLASSES, split=split, labels=labels, resize=resize, scale=scale)
+            dataset = cls(
+                samples, TRAIN_CLASSES, split=split, labels=labels, resize=resize, scale=scale, sizes=sizes
+            )
             verify_masks(dataset, options.verify, sizes, f"{_FLAG} verify")
             datasets[split] = dataset
         notices = []

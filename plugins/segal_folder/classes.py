@@ -139,7 +139,9 @@ def _read_json(path: Path) -> ClassSpec:
             if "color" in entry:
                 colors.append(_colour(entry["color"], f"{path}: class {entry['name']!r}"))
         else:
-            raise SegalError(f"{path}: class {i} is {entry!r}; expected a name or {{\"name\": ..., \"color\": [r, g, b]}}")
+            raise SegalError(
+                f'{path}: class {i} is {entry!r}; expected a name or {{"name": ..., "color": [r, g, b]}}'
+            )
     if "colors" in data:
         if colors:
             raise SegalError(f"{path}: colours given twice (per class and in 'colors'); keep one")

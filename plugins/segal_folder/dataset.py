@@ -222,7 +222,10 @@ class Folder(FileDataset):
             if not samples:
                 raise SegalError(f"{root}: the {split} split is empty; add images to it")
             sizes = check_headers(samples, colour_masks=colors is not None)
-            dataset = cls(samples, spec.names, split=split, labels=labels, colors=colors, resize=resize, scale=scale)
+            dataset = cls(
+                samples, spec.names, split=split, labels=labels, colors=colors,
+                resize=resize, scale=scale, sizes=sizes,
+            )  # fmt: skip
             verify_masks(dataset, options.verify, sizes, f"{_FLAG} verify")
             datasets[split] = dataset
         if "test" not in datasets:
@@ -252,7 +255,10 @@ class Folder(FileDataset):
                     raise SegalError(f"{images}: no images ({', '.join(IMAGE_EXTENSIONS)}); add some")
                 fractions = {"val": options.val_fraction, "test": options.test_fraction}
                 parts, text = _random_split(everything, fractions, options.split_seed, images)
-                notices.append(f"folder: no split folders or lists in {root}; random split (split_seed={options.split_seed}): {text}")
+                notices.append(
+                    f"folder: no split folders or lists in {root}; random split "
+                    f"(split_seed={options.split_seed}): {text}"
+                )
                 return parts, notices
         else:
             raise SegalError(
@@ -267,5 +273,7 @@ class Folder(FileDataset):
                 raise SegalError(f"{root}: the train split is empty; add images to it")
             carved, text = _random_split(parts["train"], {"val": options.val_fraction}, options.split_seed, root)
             parts.update(carved)
-            notices.append(f"folder: no val split in {root}; val drawn from train (split_seed={options.split_seed}): {text}")
+            notices.append(
+                f"folder: no val split in {root}; val drawn from train (split_seed={options.split_seed}): {text}"
+            )
         return parts, notices

@@ -169,7 +169,9 @@ class VOC(FileDataset):
         datasets: dict[str, VOC] = {}
         for split, samples in parts.items():
             sizes = check_headers(samples)
-            dataset = cls(samples, VOC_CLASSES, split=split, labels=labels, resize=resize, scale=scale)
+            dataset = cls(
+                samples, VOC_CLASSES, split=split, labels=labels, resize=resize, scale=scale, sizes=sizes
+            )
             verify_masks(dataset, options.verify, sizes, f"{_FLAG} verify")
             datasets[split] = dataset
         return Splits(datasets["train"], datasets["val"], datasets.get("test"), notices)
