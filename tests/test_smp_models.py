@@ -266,3 +266,22 @@ def test_every_architecture_trains_and_evaluates_with_a_real_encoder(arch: str) 
     result = model.fit(data, data)
     assert result.steps == 1 and result.best_epoch == 1
     assert model.logits(torch.zeros(1, 3, 70, 90, dtype=torch.uint8)).shape == (1, 3, 70, 90)
+
+
+def test_channels_last_layout_trains_saves_and_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA layout (channels-last), exercised on the CPU."""
+    from segal_core.testing import RandomImages
+    from segal_smp.device import Runtime
+
+    images = torch.randint(0, 256, (2, 3, 36, 40), dtype=torch.uint8)
+    plain = MODELS["unet"](config())
+    expected = plain.logits(images)
+    monkeypatch.setattr(Runtime, "memory_format", property(lambda self: torch.channels_last))
+    model = MODELS["unet"](config())
+    conv = next(p for p in model.network.parameters() if p.ndim == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(model.logits(images), expected, atol=1e-4)
+    model.fit(RandomImages(2, sizes=[(32, 32)], num_classes=3))
+    model.save(tmp_path / "w.safetensors")
+    plain.load(tmp_path / "w.safetensors")
+    assert torch.allclose(model.logits(images), plain.logits(images), atol=1e-4)

@@ -23,7 +23,9 @@ __all__ = [
     "PadCollate",
     "IndexedDataset",
     "imagenet_stats",
+    "network_inputs",
     "normalise",
+    "pad_masks_to_multiple",
     "pad_to_multiple",
     "random_crop_flip",
 ]
@@ -44,9 +46,7 @@ def imagenet_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
-def normalise(
-    images: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor], memory_format: torch.memory_format
-) -> torch.Tensor:
+def normalise(images: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """uint8 (0..255) or float (0..1) images -> normalised float32 on the device of
     ``stats`` (from :func:`imagenet_stats`).
 
@@ -56,7 +56,19 @@ def normalise(
     mean, std = stats
     x = images.to(mean.device, non_blocking=True)
     x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-    return ((x - mean) / std).contiguous(memory_format=memory_format)
+    return (x - mean) / std
+
+
+def network_inputs(
+    images: torch.Tensor,
+    stats: tuple[torch.Tensor, torch.Tensor],
+    multiple: int,
+    memory_format: torch.memory_format,
+) -> torch.Tensor:
+    """What the network eats: normalised (:func:`normalise`), padded to ``multiple``
+    (:func:`pad_to_multiple`), in ``memory_format`` (channels-last on CUDA)."""
+    x = pad_to_multiple(normalise(images, stats), multiple)
+    return x.contiguous(memory_format=memory_format)
 
 
 def _padding(height: int, width: int, multiple: int) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from segal_core import Dataset, EvalResult, Model, ModelConfig, SegalError, Trai
 
 from .architectures import build_network, pad_multiple
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import IndexedDataset, PadCollate, imagenet_stats, normalise, pad_to_multiple
+from .data import IndexedDataset, PadCollate, imagenet_stats, network_inputs
 from .device import resolve_runtime
 from .metrics import ConfusionMatrix
 from .options import parse_options
@@ -103,7 +103,7 @@ class SmpModel(Model):
         height, width = images.shape[-2:]
         self.network.eval()
         with torch.inference_mode():
-            x = pad_to_multiple(normalise(images, self.stats, self.runtime.memory_format), self.stride)
+            x = network_inputs(images, self.stats, self.stride, self.runtime.memory_format)
             with self.runtime.autocast():
                 out = self.forward(x)
             return out[..., :height, :width]

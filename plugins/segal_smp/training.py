@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from segal_core import Dataset, SegalError, TrainResult
 
 from .checkpoint import clone_state, restore_state
-from .data import AugmentedDataset, EpochBatchSampler, PadCollate, normalise, pad_masks_to_multiple, pad_to_multiple
+from .data import AugmentedDataset, EpochBatchSampler, PadCollate, network_inputs, pad_masks_to_multiple
 
 if TYPE_CHECKING:
     from segal_core.model import Progress
@@ -147,7 +147,7 @@ def _train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progre
         network.train()
         running = torch.zeros((), device=runtime.device)
         for batch_step, (images, masks) in enumerate(loader, start=1):
-            x = pad_to_multiple(normalise(images, model.stats, runtime.memory_format), model.stride)
+            x = network_inputs(images, model.stats, model.stride, runtime.memory_format)
             y = masks.to(runtime.device, non_blocking=True)
             y = pad_masks_to_multiple(_clean_masks(y, config.num_classes, ignore), model.stride, ignore)
             loss = loss_fn(_forward(model, x).float(), y)
