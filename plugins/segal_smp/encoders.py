@@ -106,13 +106,21 @@ def is_download_error(exc: BaseException) -> bool:
     return False
 
 
+def _reason(exc: BaseException) -> str:
+    """``Type: first sentence`` of ``exc``, at most about 160 characters."""
+    text = " ".join(str(exc).split())
+    sentence = text.split(". ", 1)[0].rstrip(".")
+    if len(sentence) > 160:
+        sentence = sentence[:157].rsplit(" ", 1)[0] + "..."
+    return f"{type(exc).__name__}: {sentence}" if sentence else type(exc).__name__
+
+
 def weights_download_error(encoder: str, exc: BaseException) -> SegalError:
     """The one-line error for weights that could not be downloaded."""
     caches = ", ".join(f"{k}={v}" for k, v in weights_caches().items())
-    offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-    reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    offline = "; HF_HUB_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE") else ""
     return SegalError(
         f"--encoder {encoder}: the pretrained weights for encoder {encoder} could not be downloaded "
-        f"(offline?{offline}: {reason}); use --encoder-weights none, or pre-fill the weights cache "
+        f"(offline? {_reason(exc)}{offline}); use --encoder-weights none, or pre-fill the weights cache "
         f"({caches}) on a machine with network access"
     )
