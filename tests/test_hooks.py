@@ -23,7 +23,7 @@ import torch
 from segal_core import Annotation, Dataset, Oracle, SegalError, hookimpl, hookspecs, load_plugins
 from segal_core.cli import run_main
 from segal_core.config import RunConfig
-from segal_core.cycle import Run, run_cycle
+from segal_core.cycle import Run, resume_run, run_cycle
 from segal_core.plugins import DISABLE_ENV, PluginError, Plugins
 from segal_core.testing import RandomImages, TinyModel
 
@@ -281,6 +281,30 @@ def test_bad_selection_is_one_line(tmp_path: Path, choose: Any) -> None:
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith("a segal_select hook returned") and "not 2 distinct unlabelled ids" in message
+
+
+class FailsOnce:
+    """Raises in ``segal_round_end`` of round 0, after that round is committed."""
+
+    @hookimpl
+    def segal_round_end(self, record: dict[str, Any]) -> None:
+        if record["round"] == 0:
+            raise OSError("disk full")
+
+
+def test_failing_hook_leaves_a_resumable_run_and_resume_calls_run_start(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(PluginError) as err:
+        run_cycle(tiny_config(out), plugins=with_plugins(("fails_once", FailsOnce())))
+    assert str(err.value) == "plugin 'fails_once' failed in hook segal_round_end: OSError: disk full"
+    assert [r["round"] for r in history_lines(out)] == [0]
+
+    recorder = Recorder()
+    history = resume_run(out, plugins=with_plugins(("recorder", recorder)))
+    assert [r["round"] for r in history] == [0, 1, 2]
+    full = expected_events(rounds=3, k=2)
+    assert recorder.events == full[:1] + full[full.index(("round_start", 1)) :]
+    assert recorder.final == history == history_lines(out)
 
 
 # -- registration hooks for datasets and oracles, used by a run ----------------------
