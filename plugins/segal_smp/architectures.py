@@ -6,6 +6,12 @@ smp release brings its new architectures without a change here.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
 import re
 import warnings
 from collections.abc import Mapping
@@ -69,7 +75,7 @@ def build_network(arch: str, *, encoder: str, weights: str | None, num_classes: 
         )
     smp_weights = encoder_weights_argument(encoder, weights)
     cls = ARCHITECTURES[arch]
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _offline_unless_reachable(smp_weights is not None):
         torch.manual_seed(seed)
         try:
             with warnings.catch_warnings():
@@ -91,6 +97,41 @@ def build_network(arch: str, *, encoder: str, weights: str | None, num_classes: 
                 f"--model {arch} --encoder {encoder}: segmentation_models_pytorch cannot build this pair "
                 f"({reason}); pick another --encoder"
             ) from exc
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the weights hub answers a TCP connection (skipped behind a proxy,
+    where only the proxy knows)."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    from huggingface_hub import constants
+
+    host = urlsplit(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _offline_unless_reachable(downloading: bool) -> Iterator[None]:
+    """Without a route to the hub, use the hub client's offline mode for this build:
+    cached weights still load, missing ones fail at once (not after ~30 s of retries
+    printed line by line)."""
+    if not downloading:
+        yield
+        return
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or _hub_reachable():
+        yield
+        return
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = False
 
 
 def pad_multiple(arch: str, network: nn.Module) -> int:
