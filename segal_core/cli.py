@@ -113,8 +113,18 @@ def _config_values(params: dict[str, Any], given: set[str]) -> dict[str, Any]:
 
 def _make_run_command(plugins: Plugins) -> click.Command:
     plugin_options: list[click.Option] = []
-    for options in plugins.call("segal_cli_options"):
-        plugin_options.extend(options or ())
+    owner: dict[str, str] = {names[0]: "segal" for names, _, _ in RUN_OPTIONS}
+    owner.update({f"--{dest.replace('_', '-')}": "segal" for _, dest, _ in RUN_OPTIONS})
+    for impl in plugins.manager.hook.segal_cli_options.get_hookimpls():
+        for opt in plugins.call_impl(impl, "segal_cli_options") or ():
+            for flag in (*opt.opts, f"dest:{opt.name}"):
+                if flag in owner:
+                    raise SegalError(
+                        f"option {flag.removeprefix('dest:')} of segal run is claimed by both "
+                        f"{owner[flag]!r} and {impl.plugin_name!r}; block one (segal -p no:NAME)"
+                    )
+                owner[flag] = impl.plugin_name
+            plugin_options.append(opt)
     plugin_dests = {opt.name for opt in plugin_options}
 
     def callback(**params: Any) -> None:
@@ -128,8 +138,10 @@ def _make_run_command(plugins: Plugins) -> click.Command:
             overrides = _config_values(params, given)
             if params["no_progress"]:
                 overrides["progress"] = False
-            if plugin_values:
-                overrides["plugin_options"] = plugin_values
+            given_plugin = {k: v for k, v in plugin_values.items()
+                            if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+            if given_plugin:
+                overrides["plugin_options"] = given_plugin
             overrides.pop("out", None)
             history = resume_run(params["resume"], overrides, plugins=plugins, echo=echo)
         else:
@@ -249,13 +261,24 @@ def run_main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def one_line(exc: SegalError) -> str:
+    """The message of ``exc`` on one line. torch re-raises an error from a DataLoader
+    worker with the worker's traceback inside the message: keep its last line."""
+    text = str(exc).strip()
+    if "\n" not in text:
+        return text
+    last = text.splitlines()[-1]
+    _, sep, message = last.partition("Error: ")
+    return message if sep else last
+
+
 def _run(args: list[str]) -> int:
     try:
         plugins = load_plugins(blocked=blocked_from_argv(args))
         cli = build_cli(plugins)
         cli.main(args=args, prog_name="segal", standalone_mode=False)
     except SegalError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {one_line(exc)}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code

@@ -421,11 +421,8 @@ def _one_round(run: Run, round: int, bars: Callable[[str, int, int], None]) -> d
             chosen = run.call("segal_select", round=round, ids=view.ids, scores=scores, k=k)
             host = scores.detach().float().cpu()
             if chosen is not None:
-                ids = list(chosen)
                 position = {sid: n for n, sid in enumerate(view.ids)}
-                bad = [sid for sid in ids if sid not in position]
-                if len(ids) != k or len(set(ids)) != k or bad:
-                    raise SegalError(f"a segal_select hook returned {len(ids)} ids, not {k} distinct unlabelled ids")
+                ids = _checked_selection(run, chosen, position, k)
                 return ids, [float(host[position[sid]]) for sid in ids]
             picked = run.strategy.select(scores, k).cpu().tolist()
             return [view.ids[i] for i in picked], [float(host[i]) for i in picked]
@@ -455,6 +452,21 @@ def _one_round(run: Run, round: int, bars: Callable[[str, int, int], None]) -> d
         "query_scores": [_finite(s) for s in scores_out],
         "seconds": {k2: round_(v) for k2, v in seconds.items()},
     }
+
+
+def _checked_selection(run: Run, chosen: Any, position: dict[str, int], k: int) -> list[str]:
+    """A ``segal_select`` result must be ``k`` distinct unlabelled ids."""
+    plugins = ", ".join(repr(i.plugin_name) for i in run.plugins.manager.hook.segal_select.get_hookimpls())
+    if isinstance(chosen, (str, bytes)) or not isinstance(chosen, Sequence):
+        raise SegalError(f"plugin {plugins} returned a {type(chosen).__name__} from segal_select, not a list of ids")
+    ids = list(chosen)
+    bad = [sid for sid in ids if sid not in position]
+    if len(ids) != k or len(set(ids)) != k or bad:
+        extra = f" ({bad[0]!r} is not an unlabelled id)" if bad else ""
+        raise SegalError(
+            f"plugin {plugins} returned {len(ids)} ids from segal_select, not {k} distinct unlabelled ids{extra}"
+        )
+    return ids
 
 
 def round_(x: float) -> float:

@@ -23,8 +23,8 @@ class DataConfig:
     :param path: the data folder, or ``None`` for datasets that need none.
     :param num_classes: classes asked for, or ``None`` for the dataset's default.
     :param seed: the run's seed, for datasets that generate or split at random.
-    :param options: ``--dataset-opt key=value`` pairs, already coerced by the
-        dataset's ``load`` signature (see :func:`segal_core.options.call_with_options`).
+    :param options: ``--dataset-opt key=value`` pairs as typed (strings); a dataset
+        checks and coerces them with :func:`segal_core.options.coerce_options`.
     """
 
     path: Path | None = None

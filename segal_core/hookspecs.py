@@ -148,7 +148,7 @@ def segal_after_scoring(run: Run, round: int, ids: Sequence[str], scores: torch.
 
     :param run: the run.
     :param round: the round number.
-    :param ids: the unlabelled sample ids, in score order.
+    :param ids: the unlabelled sample ids, in pool order; ``scores[i]`` belongs to ``ids[i]``.
     :param scores: one float per id (higher = queried first), on the model's device.
         Read-only: to change the query, implement :func:`segal_select`.
     """

@@ -82,8 +82,17 @@ class Plugins:
             raise
         except Exception as exc:
             plugin = self._culprit(exc)
+            raise PluginError(f"plugin {plugin!r} failed in hook {hook}: {_describe_error(exc)}") from exc
+
+    def call_impl(self, impl: Any, hook: str, **kwargs: Any) -> Any:
+        """Call one plugin's implementation of ``hook`` directly (errors name it)."""
+        try:
+            return impl.function(**kwargs)
+        except (SegalError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
             raise PluginError(
-                f"plugin {plugin!r} failed in hook {hook}: {type(exc).__name__}: {exc}"
+                f"plugin {impl.plugin_name!r} failed in hook {hook}: {_describe_error(exc)}"
             ) from exc
 
     def _culprit(self, exc: BaseException) -> str:

@@ -99,3 +99,32 @@ def test_blocked_from_argv(argv: list[str], expected: list[str]) -> None:
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_main(["--version"]) == 0
     assert "segal, version 0.2.0" in capsys.readouterr().out
+
+
+def test_error_from_a_dataloader_worker_is_one_line() -> None:
+    from segal_core import SegalError
+    from segal_core.cli import one_line
+
+    wrapped = SegalError(
+        "Caught SegalError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\nsegal_core.errors.SegalError: a/b.png: mask value 40 is not a class id'
+    )
+    assert one_line(wrapped) == "a/b.png: mask value 40 is not a class id"
+    assert one_line(SegalError("plain")) == "plain"
+
+
+OPTION_PLUGIN = '''
+import click
+from segal_core import hookimpl
+
+@hookimpl
+def segal_cli_options():
+    return [click.Option(["--shared-flag"], default="x")]
+'''
+
+
+def test_two_plugins_claiming_one_option_is_an_error(tmp_path: Path) -> None:
+    roots = [make_distribution(tmp_path / n, f"segal-{n}", {n: OPTION_PLUGIN}, {n: n}) for n in ("opt_a", "opt_b")]
+    result = segal("run", "--help", env={"PYTHONPATH": os.pathsep.join(map(str, roots))})
+    line = one_line_error(result)
+    assert "--shared-flag" in line and "'opt_a'" in line and "'opt_b'" in line

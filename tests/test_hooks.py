@@ -280,7 +280,7 @@ def test_bad_selection_is_one_line(tmp_path: Path, choose: Any) -> None:
         run_cycle(tiny_config(tmp_path / "run", rounds=2), plugins=with_plugins(("bad", Bad())))
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith("a segal_select hook returned") and "not 2 distinct unlabelled ids" in message
+    assert message.startswith("plugin 'bad' returned") and "from segal_select, not 2 distinct unlabelled ids" in message
 
 
 class FailsOnce:
@@ -546,6 +546,18 @@ def render_reference() -> str:
         marker = "@hookspec(firstresult=True)" if opts.get("firstresult") else "@hookspec"
         blocks.append(f"### `{func.__name__}`\n\n```python\n{marker}\ndef {signature_text(func)}\n```\n\n{doc_body(func)}\n")
     return "\n".join(blocks)
+
+
+
+
+def test_a_string_selection_is_refused(tmp_path: Path) -> None:
+    class Stringy:
+        @hookimpl
+        def segal_select(self, ids: Sequence[str], k: int) -> str:
+            return ids[0]
+
+    with pytest.raises(SegalError, match=r"^plugin 'stringy' returned a str from segal_select, not a list of ids$"):
+        run_cycle(tiny_config(tmp_path / "run", rounds=2), plugins=with_plugins(("stringy", Stringy())))
 
 
 if __name__ == "__main__":  # python tests/test_hooks.py: print the reference for docs/plugins.md
