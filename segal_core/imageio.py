@@ -95,14 +95,36 @@ def _reason(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def read_header(path: Path, what: str = "image") -> tuple[str, tuple[int, int]]:
-    """``(mode, (height, width))`` of an image file, from its header only.
+#: The bytes a complete file of this format ends with (PNG's IEND chunk, JPEG's EOI).
+_TRAILERS = {"PNG": (b"IEND\xaeB`\x82",), "JPEG": (b"\xff\xd9",)}
 
-    :raises SegalError: missing or not an image, naming ``path``.
+
+def _check_complete(path: Path, fmt: str | None, what: str) -> None:
+    """A cheap truncation check: PNG and JPEG files must end with their end marker
+    (one seek and a few bytes read; no pixel is decoded)."""
+    trailers = _TRAILERS.get(fmt or "")
+    if not trailers:
+        return
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(max(0, size - 64))
+        tail = fh.read().rstrip(b"\x00")  # some writers pad JPEGs after EOI
+    if not any(tail.endswith(t) or (fmt == "JPEG" and t in tail[-32:]) for t in trailers):
+        raise SegalError(f"{path}: {what} file is truncated (no {fmt} end marker); replace or remove it")
+
+
+def read_header(path: Path, what: str = "image") -> tuple[str, tuple[int, int]]:
+    """``(mode, (height, width))`` of an image file, from its header only; PNG and
+    JPEG files are also checked for truncation (their end marker).
+
+    :raises SegalError: missing, not an image or truncated, naming ``path``.
     """
     with _open(path, what) as img:
         width, height = img.size
-        return img.mode, (height, width)
+        mode, fmt = img.mode, img.format
+    _check_complete(path, fmt, what)
+    return mode, (height, width)
 
 
 def _decode(img: Image.Image, path: Path, what: str) -> None:
