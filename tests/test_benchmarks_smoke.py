@@ -241,3 +241,17 @@ def test_device_run_script_quick(camvid_mini: Path, tmp_path: Path) -> None:
     assert all(p.is_file() for p in out.iterdir())  # nothing in sub-folders: it all comes back
     listing = _run(["tar", "-tzf", str(out / "curves.tgz")]).stdout
     assert "runs/entropy-s0/history.jsonl" in listing and ".safetensors" not in listing
+
+
+def test_builtin_plugins_without_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    # as on a GPU machine where the project is not pip-installed: no segal entry point
+    import segal_core.plugins
+
+    benchlib = _module("benchlib", monkeypatch)
+    monkeypatch.setattr(segal_core.plugins, "_entry_points", lambda: [])
+    assert segal_core.plugins.load_plugins().registry.names("datasets") == []
+    registry = benchlib.load_builtin_plugins().registry
+    assert registry.dataset("camvid").name == "camvid"
+    assert registry.model("unet").name == "unet"
+    assert set(registry.names("strategies")) >= {"random", "least_confidence", "margin", "entropy"}
+    assert registry.oracle("ground_truth") is not None
