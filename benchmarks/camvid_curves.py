@@ -393,7 +393,7 @@ def _targets(strategies: dict[str, Any], threshold: float | None) -> dict[str, A
         out[f"{name}_auc_gap_over_random"] = gap
         out[f"{name}_beats_random_by_spread"] = gap > spread if spread > 0 else None
     entropy = strategies.get("entropy")
-    if entropy is not None and threshold is not None:
+    if entropy is not None and threshold is not None and entropy["mean_curve"]:
         reach = entropy["reach_fraction_mean_curve"]
         out["entropy_reaches_95pct_by_40pct"] = reach is not None and reach <= 0.40 + 1e-9
     return out

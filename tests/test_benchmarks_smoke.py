@@ -248,7 +248,7 @@ def test_builtin_plugins_without_entry_points(monkeypatch: pytest.MonkeyPatch) -
     import segal_core.plugins
 
     benchlib = _module("benchlib", monkeypatch)
-    monkeypatch.setattr(segal_core.plugins, "_entry_points", lambda: [])
+    monkeypatch.setattr(segal_core.plugins, "_entry_points", list)
     assert segal_core.plugins.load_plugins().registry.names("datasets") == []
     registry = benchlib.load_builtin_plugins().registry
     assert registry.dataset("camvid").name == "camvid"
