@@ -197,11 +197,12 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
         "model": "unet",
         "encoder": args.encoder,
         "encoder_weights": None,
-        "model_options": {"eval_every": 1_000_000, "loss": args.loss},  # validate after the last epoch only
+        "model_options": {"eval_every": 0, "loss": args.loss},  # no validation inside training
         "seed_ratio": args.seed_ratio,
         "query_ratio": args.query_ratio,
         "rounds": args.rounds,
         "epochs": 1,  # set per round by StepSchedule
+        "min_steps": 0,  # the core's own schedule is not used: StepSchedule also caps steps
         "batch_size": args.batch_size,
         "crop_size": args.crop_size,
         "lr": args.lr,

@@ -367,6 +367,7 @@ def measure_round(args: argparse.Namespace, plugins: Any) -> dict[str, Any]:
             query_ratio=0.1,
             rounds=2,
             epochs=args.round_epochs,
+            min_steps=0,
             batch_size=args.batch_size,
             crop_size=args.crop_size,
             device=args.device,

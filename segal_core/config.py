@@ -46,6 +46,8 @@ class RunConfig:
     rounds: int | None = None
     budget: float | None = None
     epochs: int = 4
+    min_steps: int = 60
+    steps_per_image: float = 0.0
     batch_size: int = 8
     crop_size: int | None = None
     lr: float = 1e-3
@@ -78,6 +80,9 @@ class RunConfig:
         for flag, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size)):
             if value < 1:
                 raise SegalError(f"{flag} {value}: must be at least 1")
+        for flag, value in (("--min-steps", self.min_steps), ("--steps-per-image", self.steps_per_image)):
+            if value < 0:
+                raise SegalError(f"{flag} {value}: must be 0 or more")
         if self.crop_size is not None and self.crop_size < 8:
             raise SegalError(f"--crop-size {self.crop_size}: must be at least 8")
         if not self.lr > 0:

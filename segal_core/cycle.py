@@ -195,6 +195,8 @@ def prepare_run(
         device=config.device,
         precision=config.precision,
         epochs=config.epochs,
+        min_steps=config.min_steps,
+        steps_per_image=config.steps_per_image,
         batch_size=config.batch_size,
         crop_size=config.crop_size,
         lr=config.lr,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,11 @@ class ModelConfig:
     :param encoder_weights: ``"imagenet"`` or ``None`` (``--encoder-weights none``).
     :param device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     :param precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
-    :param epochs: training epochs per round.
+    :param epochs: training epochs per round (at least).
+    :param min_steps: train at least ``min_steps + steps_per_image x len(train)``
+        optimiser steps (rounded up to whole epochs), so that small labelled sets
+        still get a real schedule and larger ones a longer one.
+    :param steps_per_image: see ``min_steps``.
     :param batch_size: training (and default inference) batch size.
     :param crop_size: side of the random square training crops, ``None`` = whole images.
     :param lr: peak learning rate.
@@ -41,6 +46,8 @@ class ModelConfig:
     device: str = "auto"
     precision: str = "auto"
     epochs: int = 1
+    min_steps: int = 0
+    steps_per_image: float = 0.0
     batch_size: int = 8
     crop_size: int | None = None
     lr: float = 1e-3
@@ -137,6 +144,12 @@ class Model(abc.ABC):
     @abc.abstractmethod
     def load(self, path: Path) -> None:
         """Read weights written by :meth:`save` (safely: no code runs)."""
+
+    def epochs_for(self, train_size: int, steps_per_epoch: int) -> int:
+        """Epochs to run on ``train_size`` images: ``config.epochs``, or more to reach
+        ``min_steps + steps_per_image x train_size`` steps."""
+        wanted = self.config.min_steps + self.config.steps_per_image * train_size
+        return max(self.config.epochs, math.ceil(wanted / max(1, steps_per_epoch)))
 
     def inference_batch_size(self) -> int:
         """Batch size for pool scoring and evaluation."""

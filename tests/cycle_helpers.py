@@ -15,14 +15,14 @@ TINY_DATA = {"n_train": "16", "n_val": "4", "n_test": "4", "size": "32"}
 TINY_ARGS = [
     "--dataset", "synthetic",
     *[a for k, v in TINY_DATA.items() for a in ("--dataset-opt", f"{k}={v}")],
-    "--encoder", "tu-test_resnet", "--epochs", "1", "--batch-size", "4",
+    "--encoder", "tu-test_resnet", "--epochs", "1", "--min-steps", "0", "--batch-size", "4",
     "--seed-ratio", "0.25", "--query-size", "4", "--device", "cpu", "--no-progress",
 ]
 
 
 def tiny_config(out: Path, **kw: Any) -> RunConfig:
     base: dict[str, Any] = dict(
-        dataset="synthetic", dataset_options=dict(TINY_DATA), encoder="tu-test_resnet", epochs=1, batch_size=4,
+        dataset="synthetic", dataset_options=dict(TINY_DATA), encoder="tu-test_resnet", epochs=1, min_steps=0, batch_size=4,
         seed_ratio=0.25, query_size=4, device="cpu", progress=False, out=str(out),
     )
     base.update(kw)

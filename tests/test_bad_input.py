@@ -14,7 +14,7 @@ from segal_core.cli import run_main
 
 from cycle_helpers import TINY_ARGS, snapshot, tiny_config
 
-FAST = ["--encoder", "tu-test_resnet", "--epochs", "1", "--rounds", "1", "--no-progress", "--device", "cpu"]
+FAST = ["--encoder", "tu-test_resnet", "--epochs", "1", "--min-steps", "0", "--rounds", "1", "--no-progress", "--device", "cpu"]
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ DOC = REPO / "docs" / "plugins.md"
 
 #: A tiny run: 12 images of 32x32, 2 seed + 2 queried, the smallest encoder at hand.
 TINY_RUN = [
-    "--rounds", "2", "--epochs", "1", "--query-size", "2", "--seed-ratio", "0.15", "--batch-size", "4",
+    "--rounds", "2", "--epochs", "1", "--min-steps", "0", "--query-size", "2", "--seed-ratio", "0.15", "--batch-size", "4",
     "--encoder", "mobilenet_v2", "--device", "cpu", "--no-progress",
     "--dataset-opt", "n_train=12", "--dataset-opt", "n_val=3", "--dataset-opt", "n_test=3",
     "--dataset-opt", "size=32",

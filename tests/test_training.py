@@ -281,3 +281,21 @@ def test_camvid_mini_trains_and_evaluates(camvid_mini: object) -> None:
     assert result.steps == 12 and math.isfinite(result.final_loss)
     test = model.evaluate(splits.test if splits.test is not None else splits.val)
     assert len(test.per_class_iou) == 11 and 0.0 <= test.miou <= 1.0 and test.pixel_accuracy > 0.1
+
+
+def test_min_steps_and_steps_per_image_set_the_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = Blobs(8, seed=3)  # batch 4: two steps an epoch
+    result = MODELS["unet"](config(epochs=1, min_steps=5)).fit(data)
+    assert (result.epochs, result.steps) == (3, 6)  # 5 steps rounded up to whole epochs
+    result = MODELS["unet"](config(epochs=1, min_steps=2, steps_per_image=0.5)).fit(data)
+    assert (result.epochs, result.steps) == (3, 6)  # 2 + 0.5 x 8 = 6 steps
+    result = MODELS["unet"](config(epochs=2, min_steps=1)).fit(data)
+    assert result.epochs == 2  # never fewer than --epochs
+
+
+def test_eval_every_zero_never_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = MODELS["unet"](config(epochs=2, options={"eval_every": "0"}))
+    calls: list[int] = []
+    monkeypatch.setattr(model, "evaluate", lambda data, progress=None: calls.append(1))
+    result = model.fit(Blobs(4, seed=1), Blobs(2, seed=2))
+    assert calls == [] and result.best_epoch is None

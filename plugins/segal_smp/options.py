@@ -23,6 +23,7 @@ class SmpOptions:
         multiclass Dice loss); both ignore ``ignore_index``.
     :param eval_every: with a validation split, evaluate every this many epochs (and
         always after the last one); the best evaluated epoch's weights are kept.
+        ``0``: never evaluate while training; the last weights are kept.
     :param weight_decay: AdamW weight decay.
     :param warmup: fraction of the training steps spent warming the learning rate up
         linearly before the cosine decay.
@@ -41,8 +42,8 @@ class SmpOptions:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise SegalError(f"--model-opt loss={self.loss}: expected one of {', '.join(LOSSES)}")
-        if self.eval_every < 1:
-            raise SegalError(f"--model-opt eval_every={self.eval_every}: must be at least 1")
+        if self.eval_every < 0:
+            raise SegalError(f"--model-opt eval_every={self.eval_every}: must be 0 (never) or more")
         if self.weight_decay < 0:
             raise SegalError(f"--model-opt weight_decay={self.weight_decay}: must be >= 0")
         if not 0.0 <= self.warmup < 1.0:

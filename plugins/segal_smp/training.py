@@ -133,7 +133,8 @@ def _train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progre
         generator=torch.Generator().manual_seed(config.seed + 1),
     )
     steps_per_epoch = len(sampler)
-    total = config.epochs * steps_per_epoch
+    epochs = model.epochs_for(len(data), steps_per_epoch)
+    total = epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=options.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, options.warmup))
     scaler = runtime.grad_scaler()
@@ -143,7 +144,8 @@ def _train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progre
     history: list[dict[str, float]] = []
     step = images_seen = 0
     epoch_loss = math.nan
-    for epoch in range(1, config.epochs + 1):
+    evaluate_every = options.eval_every if val is not None else 0
+    for epoch in range(1, epochs + 1):
         network.train()
         running = torch.zeros((), device=runtime.device)
         for batch_step, (images, masks) in enumerate(loader, start=1):
@@ -168,7 +170,7 @@ def _train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progre
                 progress("train", step, total)
         epoch_loss = float(running) / max(1, steps_per_epoch)
         record = {"epoch": float(epoch), "loss": epoch_loss, "lr": float(optimizer.param_groups[0]["lr"])}
-        if val is not None and (epoch % options.eval_every == 0 or epoch == config.epochs):
+        if evaluate_every and val is not None and (epoch % evaluate_every == 0 or epoch == epochs):
             record["val_miou"] = model.evaluate(val).miou
             best.offer(epoch, record["val_miou"], network)
         history.append(record)
@@ -176,7 +178,7 @@ def _train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progre
         restore_state(network, best.state)
     network.eval()
     return TrainResult(
-        epochs=config.epochs,
+        epochs=epochs,
         steps=step,
         images=images_seen,
         final_loss=epoch_loss,
