@@ -56,7 +56,10 @@ def _coerce(value: Any, hint: Any, label: str) -> Any:
                 return _coerce(value, arg, label)
             except SegalError:
                 continue
-        raise SegalError(f"{label}={value!r}: expected {hint}")
+        kinds = [a for a in args if a is not type(None)]
+        number = [a.__name__ for a in kinds if a in (int, float)]
+        what = f"a number ({' or '.join(number)})" if number else " or ".join(getattr(a, "__name__", str(a)) for a in kinds)
+        raise SegalError(f"{label}={value!r}: expected {what}{' or none' if type(None) in args else ''}")
     if hint is bool:
         low = value.lower()
         if low in ("1", "true", "yes", "on"):

@@ -23,7 +23,8 @@ class SmpOptions:
         multiclass Dice loss); both ignore ``ignore_index``.
     :param eval_every: with a validation split, evaluate every this many epochs (and
         always after the last one); the best evaluated epoch's weights are kept.
-        ``0``: never evaluate while training; the last weights are kept.
+        ``0``: never evaluate while training, the last weights are kept; unset: about
+        four evaluations per training run (every ``ceil(epochs / 4)`` epochs).
     :param weight_decay: AdamW weight decay.
     :param warmup: fraction of the training steps spent warming the learning rate up
         linearly before the cosine decay.
@@ -34,7 +35,7 @@ class SmpOptions:
     name: ClassVar[str] = "smp models"
 
     loss: str = "ce"
-    eval_every: int = 1
+    eval_every: int | None = None
     weight_decay: float = 1e-4
     warmup: float = 0.05
     compile: bool = False
@@ -42,7 +43,7 @@ class SmpOptions:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise SegalError(f"--model-opt loss={self.loss}: expected one of {', '.join(LOSSES)}")
-        if self.eval_every < 0:
+        if self.eval_every is not None and self.eval_every < 0:
             raise SegalError(f"--model-opt eval_every={self.eval_every}: must be 0 (never) or more")
         if self.weight_decay < 0:
             raise SegalError(f"--model-opt weight_decay={self.weight_decay}: must be >= 0")

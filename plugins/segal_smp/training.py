@@ -144,7 +144,9 @@ def _train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progre
     history: list[dict[str, float]] = []
     step = images_seen = 0
     epoch_loss = math.nan
-    evaluate_every = options.eval_every if val is not None else 0
+    evaluate_every = options.eval_every if options.eval_every is not None else math.ceil(epochs / 4)
+    if val is None:
+        evaluate_every = 0
     for epoch in range(1, epochs + 1):
         network.train()
         running = torch.zeros((), device=runtime.device)
