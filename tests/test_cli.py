@@ -128,3 +128,12 @@ def test_two_plugins_claiming_one_option_is_an_error(tmp_path: Path) -> None:
     result = segal("run", "--help", env={"PYTHONPATH": os.pathsep.join(map(str, roots))})
     line = one_line_error(result)
     assert "--shared-flag" in line and "'opt_a'" in line and "'opt_b'" in line
+
+
+def test_every_run_option_is_documented() -> None:
+    from segal_core.cli import RUN_OPTIONS
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    for names, _, _ in RUN_OPTIONS:
+        for name in names:
+            assert f"`{name}`" in doc, f"{name} is missing from docs/cli.md"
