@@ -46,8 +46,8 @@ class RunConfig:
     rounds: int | None = None
     budget: float | None = None
     epochs: int = 4
-    min_steps: int = 60
-    steps_per_image: float = 0.0
+    min_steps: int = 40
+    steps_per_image: float = 1.0
     batch_size: int = 8
     crop_size: int | None = None
     lr: float = 1e-3
