@@ -147,3 +147,45 @@ def test_area_under_curve() -> None:
     assert area_under_curve([(0.1, 0.2), (0.3, 0.4)]) == pytest.approx(0.3)
     assert area_under_curve([(0.5, 0.7)]) == 0.7
     assert area_under_curve([]) is None
+
+
+@pytest.mark.parametrize(("num_classes", "expected"), [(None, 11), (12, 12)])
+def test_camvid_mini_through_the_api(camvid_mini: Path, tmp_path: Path, num_classes: int | None,
+                                     expected: int) -> None:
+    from segal_core.config import RunConfig
+
+    config = RunConfig(dataset="camvid", data_path=str(camvid_mini), num_classes=num_classes,
+                       encoder="tu-test_resnet", epochs=1, min_steps=0, rounds=1, crop_size=64, batch_size=4,
+                       dataset_options={"size": "90x120"}, device="cpu", progress=False, out=str(tmp_path / "r"))
+    (record,) = run_cycle(config)
+    assert len(record["per_class_iou"]) == expected
+    assert ("void" in record["per_class_iou"]) == (expected == 12)
+    assert record["test_split"] == "test" and record["pool_size"] == 24
+
+
+@pytest.mark.slow
+def test_camvid_mini_through_the_cli_as_in_the_issue(camvid_mini: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    assert run_main(["run", "--dataset", "camvid", "--data-path", str(camvid_mini), "--encoder", "resnet18",
+                     "--encoder-weights", "none", "--epochs", "1", "--rounds", "1", "--crop-size", "128",
+                     "--no-progress", "--out", str(out)]) == 0
+    assert len(history(out)[0]["per_class_iou"]) == 11
+
+
+def test_original_segal_command_offline(camvid_mini: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command of the original README either runs or stops with one line about
+    the weights (this machine is offline)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    out = tmp_path / "r"
+    status = run_main(["run", "--dataset", "CamVid", "--data_path", str(camvid_mini), "--model_name", "Unet",
+                       "--encoder", "resnet34", "--encoder_weights", "imagenet", "--num_classes", "12",
+                       "--strategy", "LeastConfidence", "--seed_ratio", "0.02", "--query_ratio", "0.02",
+                       "--n_epoch", "1", "--out", str(out)])
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "could not be downloaded" in err[0] and "--encoder-weights none" in err[0]
+    assert not out.exists()
