@@ -132,3 +132,18 @@ def test_missing_and_wrong_layout(tree: Path) -> None:
         load(tree)
     with pytest.raises(SegalError, match=r"--num-classes 20: Cityscapes is evaluated on 19 classes"):
         load(tree, num_classes=20)
+
+
+def test_a_whole_run_reports_every_class(tree: Path, tmp_path: Path) -> None:
+    import json
+
+    from segal_core.cli import run_main
+
+    out = tmp_path / "run"
+    status = run_main(["run", "--dataset", "cityscapes", "--data-path", str(tree), "--encoder", "tu-test_resnet",
+                       "--epochs", "1", "--min-steps", "0", "--batch-size", "2", "--seed-ratio", "0.3",
+                       "--query-size", "1", "--rounds", "2", "--device", "cpu", "--no-progress", "--out", str(out)])
+    assert status == 0
+    records = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and len(records[0]["queried"]) == 1
+    assert all(len(r["per_class_iou"]) == 19 for r in records)

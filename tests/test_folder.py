@@ -234,3 +234,19 @@ def test_resize_options(tmp_path: Path) -> None:
     assert splits.train[0][0].shape == (3, 3, 4) and splits.train[0][1].shape == (3, 4)
     with pytest.raises(SegalError, match=r"--dataset-opt colour=1: 'folder' takes no option 'colour'"):
         load(root, colour="1")
+
+
+def test_a_whole_run_reports_every_class(tmp_path: Path) -> None:
+    import json
+
+    from segal_core.cli import run_main
+
+    root = flat(tmp_path / "mydata", 10)
+    out = tmp_path / "run"
+    status = run_main(["run", "--dataset", "folder", "--data-path", str(root), "--encoder", "tu-test_resnet",
+                       "--epochs", "1", "--min-steps", "0", "--batch-size", "2", "--seed-ratio", "0.3",
+                       "--query-size", "1", "--rounds", "2", "--device", "cpu", "--no-progress", "--out", str(out)])
+    assert status == 0
+    records = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert len(records) == 2
+    assert all(list(r["per_class_iou"]) == ["background", "cat", "dog"] for r in records)

@@ -133,3 +133,18 @@ def test_wrong_layout_and_mistakes(voc: Path) -> None:
     (voc / "ImageSets" / "Segmentation" / "val.txt").write_text(IDS["val"][0])
     with pytest.raises(SegalError, match=rf"{IDS['train'][1]}\.png: mask is 11x6 \(WxH\) but its image"):
         load(voc)
+
+
+def test_a_whole_run_reports_every_class(voc: Path, tmp_path: Path) -> None:
+    import json
+
+    from segal_core.cli import run_main
+
+    out = tmp_path / "run"
+    status = run_main(["run", "--dataset", "voc", "--data-path", str(voc), "--encoder", "tu-test_resnet",
+                       "--epochs", "1", "--min-steps", "0", "--batch-size", "2", "--seed-ratio", "0.3",
+                       "--query-size", "1", "--rounds", "2", "--device", "cpu", "--no-progress", "--out", str(out)])
+    assert status == 0
+    records = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and len(records[0]["queried"]) == 1
+    assert all(len(r["per_class_iou"]) == 21 for r in records)
