@@ -120,7 +120,7 @@ def build_pool(args: argparse.Namespace, size: int):  # noqa: ANN201 - a segal_c
 
 
 def run_worker(args: argparse.Namespace) -> dict[str, object]:
-    from segal_core import PoolContext, UncertaintyStrategy, registry
+    from segal_core import PoolContext, Strategy, UncertaintyStrategy, registry
     from segal_core.scoring import pool_loader, score_pool
 
     if args.threads:
@@ -131,7 +131,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, object]:
     workers = args.num_workers if args.num_workers is not None else (4 if model.device.type == "cuda" else 0)
     reg = registry()
     names = [n for n in args.strategies.split(",") if n]
-    strategies = {}
+    strategies: dict[str, Strategy] = {}
     for name in names:
         cls = reg.strategy(name)
         strategies[name] = cls(reduction=args.reduction) if issubclass(cls, UncertaintyStrategy) else cls()
@@ -146,8 +146,8 @@ def run_worker(args: argparse.Namespace) -> dict[str, object]:
     passes: dict[str, Callable[[], torch.Tensor]] = {
         FORWARD: lambda: score_pool(model, pool, discard, batch_size=args.batch_size, num_workers=workers)
     }
-    for name, strategy in strategies.items():
-        def run(strategy=strategy, seed=len(passes)) -> torch.Tensor:  # noqa: ANN001
+    def scorer(strategy: Strategy, seed: int) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
             ctx = PoolContext(
                 pool=pool,
                 model=model,
@@ -157,7 +157,10 @@ def run_worker(args: argparse.Namespace) -> dict[str, object]:
             )
             return strategy.score(ctx)
 
-        passes[name] = run
+        return run
+
+    for seed, (name, strategy) in enumerate(strategies.items()):
+        passes[name] = scorer(strategy, seed)
 
     # warm-up: one batch through the network (allocator, cudnn autotune, lazy init)
     warm = torch.stack([pool.image(i) for i in range(min(args.batch_size, size))])
@@ -209,7 +212,8 @@ def run_worker(args: argparse.Namespace) -> dict[str, object]:
         "img_per_s": {n: round(size / statistics.median(seconds[n]), 3) for n in names},
         "forward_only_img_per_s": round(size / statistics.median(forward), 3),
         "ratio_to_forward": {
-            n: round(statistics.median(f / s for f, s in zip(forward, seconds[n])), 3) for n in names
+            n: round(statistics.median(f / t for f, t in zip(forward, seconds[n], strict=True)), 3)
+            for n in names
         },
         "per_batch_ratio": {
             n: round(batch_forward / (batch_forward + t), 4) for n, t in batch_scoring.items()
