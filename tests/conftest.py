@@ -15,8 +15,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 @pytest.fixture(autouse=True)
 def _few_threads() -> None:
-    # CI has two cores; keep torch from oversubscribing them.
-    torch.set_num_threads(2)
+    # Tiny networks gain nothing from a second thread, and two threads on a shared
+    # two-core machine are many times slower as soon as anything else runs.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -18,12 +18,6 @@ TINY_CNN = "tu-test_resnet"
 TINY_VIT = "tu-test_vit"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    # tiny networks run fastest on one thread; two threads on a busy shared machine
-    # spin-wait for a free core (a 10x slowdown measured). Runs after conftest's.
-    torch.set_num_threads(1)
-
 
 def config(**kw: object) -> ModelConfig:
     base: dict[str, object] = dict(num_classes=3, encoder=TINY_CNN, device="cpu", batch_size=2)

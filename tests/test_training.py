@@ -18,12 +18,6 @@ from segal_smp.training import lr_factor
 IGNORE = 255
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    # tiny networks run fastest on one thread; two threads on a busy shared machine
-    # spin-wait for a free core (a 10x slowdown measured). Runs after conftest's.
-    torch.set_num_threads(1)
-
 
 class ListDataset(Dataset):
     """Given images and masks, held in lists."""
