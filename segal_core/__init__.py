@@ -21,7 +21,7 @@ from .plugins import (
     registry,
 )
 from .registry import Registry
-from .strategy import PoolContext, Strategy, UncertaintyStrategy
+from .strategy import REDUCTIONS, PoolContext, Strategy, UncertaintyStrategy, reduce_pixels
 
 __version__ = "0.2.0"
 
@@ -41,6 +41,7 @@ __all__ = [
     "PluginInfo",
     "Plugins",
     "PoolContext",
+    "REDUCTIONS",
     "Registry",
     "SegalError",
     "Splits",
@@ -51,5 +52,6 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "load_plugins",
+    "reduce_pixels",
     "registry",
 ]

@@ -84,9 +84,6 @@ class Run:
     def call(self, hook: str, **kwargs: Any) -> Any:
         return self.plugins.call(hook, run=self, **kwargs)
 
-    def labelled_indices(self) -> list[int]:
-        return [self.pool.index_of(i) for i in self.state.ledger]
-
     def unlabelled_indices(self) -> list[int]:
         done = self.state.ledger
         return [i for i, sid in enumerate(self.pool.ids) if sid not in done]
@@ -156,9 +153,7 @@ def _sizes(config: RunConfig, pool_size: int) -> tuple[int, int]:
             )
     else:
         query = max(1, round(config.query_ratio * pool_size))
-    if seed >= pool_size and not config.full and (config.rounds or 2) > 1:
-        pass  # a seed set of the whole pool is allowed: one round, nothing to query
-    return min(seed, pool_size), query
+    return min(seed, pool_size), query  # a seed set of the whole pool: one round
 
 
 def prepare_run(
@@ -452,7 +447,7 @@ def _one_round(run: Run, round: int, bars: Callable[[str, int, int], None]) -> d
         "train": metrics["train"],
         "queried": queried,
         "query_scores": [_finite(s) for s in scores_out],
-        "seconds": {k2: round_(v) for k2, v in seconds.items()},
+        "seconds": {phase: float(f"{spent:.4f}") for phase, spent in seconds.items()},
     }
 
 
@@ -469,10 +464,6 @@ def _checked_selection(run: Run, chosen: Any, position: dict[str, int], k: int) 
             f"plugin {plugins} returned {len(ids)} ids from segal_select, not {k} distinct unlabelled ids{extra}"
         )
     return ids
-
-
-def round_(x: float) -> float:
-    return float(f"{x:.4f}")
 
 
 def summary_line(record: dict[str, Any]) -> str:
