@@ -3,40 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segal_core import Dataset, ModelConfig
+from segal_core import ModelConfig
 from segal_smp import MODELS, ConfusionMatrix, confusion_matrix, scores_from_confusion
 
+from listdata import ListDataset
+
 IGNORE = 255
-
-
-
-class ListDataset(Dataset):
-    """Given images and masks, held in lists."""
-
-    name = "list"
-
-    def __init__(self, images: Sequence[torch.Tensor], masks: Sequence[torch.Tensor], classes: int) -> None:
-        self.images, self.masks = list(images), list(masks)
-        self.classes = [f"c{i}" for i in range(classes)]
-        self.ids = [f"id{i}" for i in range(len(self.images))]
-        self.ignore_index = IGNORE
-
-    @classmethod
-    def load(cls, config):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    def image(self, index: int) -> torch.Tensor:
-        return self.images[index]
-
-    def mask(self, index: int) -> torch.Tensor:
-        return self.masks[index]
 
 
 # truth and prediction of 10 pixels over 4 classes: class 3 appears nowhere,

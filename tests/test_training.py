@@ -4,7 +4,6 @@ crops and batches."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import pytest
 import torch
@@ -15,30 +14,9 @@ from segal_smp import MODELS, SmpModel
 from segal_smp.data import EpochBatchSampler, PadCollate, random_crop_flip
 from segal_smp.training import lr_factor
 
+from listdata import ListDataset
+
 IGNORE = 255
-
-
-
-class ListDataset(Dataset):
-    """Given images and masks, held in lists."""
-
-    name = "list"
-
-    def __init__(self, images: Sequence[torch.Tensor], masks: Sequence[torch.Tensor], classes: int = 2) -> None:
-        self.images, self.masks = list(images), list(masks)
-        self.classes = [f"c{i}" for i in range(classes)]
-        self.ids = [f"id{i}" for i in range(len(self.images))]
-        self.ignore_index = IGNORE
-
-    @classmethod
-    def load(cls, config):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    def image(self, index: int) -> torch.Tensor:
-        return self.images[index]
-
-    def mask(self, index: int) -> torch.Tensor:
-        return self.masks[index]
 
 
 def config(**kw: object) -> ModelConfig:
