@@ -150,11 +150,13 @@ def _make_run_command(plugins: Plugins) -> click.Command:
                             if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
             if given_plugin:
                 overrides["plugin_options"] = given_plugin
-            overrides.pop("out", None)
+            if "out" in overrides:
+                raise SegalError(f"--out with --resume {params['resume']}: a resumed run stays in its folder; drop --out")
             history = resume_run(params["resume"], overrides, plugins=plugins, echo=echo)
         else:
             values = _config_values(params, set(params))
-            config = RunConfig(**values, progress=not params["no_progress"], plugin_options=plugin_values)
+            config = RunConfig(**values, progress=not params["no_progress"], plugin_options=plugin_values,
+                               blocked=list(plugins.blocked))
             history = run_cycle(config, plugins=plugins, echo=echo)
         echo(curve_table(history))
 
@@ -290,6 +292,10 @@ def _run(args: list[str]) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except OSError as exc:  # a full disk, a read-only or vanished run folder
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"error: {where}{exc.strerror or exc}; the run folder keeps its last completed round", err=True)
+        return 1
     except click.ClickException as exc:
         ctx = getattr(exc, "ctx", None)
         where = f"{ctx.command_path}: " if ctx is not None else ""

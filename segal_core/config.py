@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ __all__ = ["RunConfig", "RESUME_KEYS_FREE"]
 
 #: Settings that may differ between a run and its ``--resume`` (they do not change
 #: what is computed).
-RESUME_KEYS_FREE = frozenset({"out", "resume", "num_workers", "progress", "blocked"})
+RESUME_KEYS_FREE = frozenset({"out", "resume", "num_workers", "progress", "blocked", "data_path", "cache"})
 
 
 @dataclass
@@ -102,7 +103,8 @@ class RunConfig:
 
     def differences(self, other: RunConfig) -> list[str]:
         """Settings (other than :data:`RESUME_KEYS_FREE`) whose values differ."""
-        mine, theirs = self.to_json(), other.to_json()
+        mine = json.loads(json.dumps(self.to_json()))  # tuples and lists compare equal
+        theirs = json.loads(json.dumps(other.to_json()))
         return sorted(k for k in mine if k not in RESUME_KEYS_FREE and mine[k] != theirs.get(k))
 
     def out_path(self) -> Path | None:

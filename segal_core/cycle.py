@@ -6,6 +6,7 @@ oracle labels -> repeat, until the rounds, the budget or the pool run out.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import platform
 import time
@@ -146,7 +147,7 @@ def _sizes(config: RunConfig, pool_size: int) -> tuple[int, int]:
     seed = max(1, round(config.seed_ratio * pool_size))
     if config.query_size is not None:
         query = config.query_size
-        if query > pool_size - seed:
+        if seed < pool_size and query > pool_size - seed:
             raise SegalError(
                 f"--query-size {query}: larger than the unlabelled pool ({pool_size - seed} of "
                 f"{pool_size} after the seed set); lower it"
@@ -247,6 +248,16 @@ def prepare_run(
 
 
 def _check_ledger(run: Run) -> None:
+    """On resume, the data must be what the run started with."""
+    resolved = run.rundir.config().get("resolved", {})
+    sizes = {"pool_size": len(run.splits.train), "val_size": len(run.splits.val),
+             "test_size": len(run.splits.test) if run.splits.test is not None else None}
+    changed = [f"{k} {resolved[k]} -> {v}" for k, v in sizes.items() if k in resolved and resolved[k] != v]
+    if changed:
+        raise SegalError(
+            f"--resume {run.out}: the dataset changed since the run started ({', '.join(changed)}); "
+            "point --data-path at the data the run started with"
+        )
     known = set(run.pool.ids)
     missing = [sid for sid in run.state.ledger if sid not in known]
     if missing:
@@ -312,7 +323,7 @@ def _next_query_size(run: Run, round: int) -> int:
         return 0
     k = min(run.query_size, pool - labelled)
     if run.config.budget is not None:
-        k = min(k, int(run.config.budget * pool) - labelled)
+        k = min(k, math.floor(run.config.budget * pool + 1e-9) - labelled)
     return max(k, 0)
 
 
@@ -344,12 +355,18 @@ def _save_mask(run: Run, ann: Annotation) -> str:
 
     folder = run.out / "labels"
     folder.mkdir(exist_ok=True)
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in ann.sample_id)
-    buf = io.BytesIO()
+    readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in ann.sample_id)[:80]
+    digest = hashlib.sha1(ann.sample_id.encode()).hexdigest()[:10]  # distinct ids, distinct files
+    name = f"{readable}-{digest}.png"
     mask = ann.mask.detach().cpu().numpy()
-    Image.fromarray(mask.astype(np.uint8 if mask.max() < 256 else np.int32)).save(buf, format="PNG")
-    atomic_write(folder / f"{safe}.png", buf.getvalue())
-    return f"labels/{safe}.png"
+    if mask.size and (mask.min() < 0 or mask.max() > 65535):
+        raise SegalError(
+            f"--oracle {run.config.oracle}: the mask for {ann.sample_id!r} holds values outside 0..65535"
+        )
+    buf = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8 if mask.max(initial=0) < 256 else np.uint16)).save(buf, format="PNG")
+    atomic_write(folder / name, buf.getvalue())
+    return f"labels/{name}"
 
 
 def _partial_masks(run: Run) -> dict[str, torch.Tensor]:
@@ -416,13 +433,15 @@ def _one_round(run: Run, round: int, bars: Callable[[str, int, int], None]) -> d
 
         def select() -> tuple[list[str], list[float]]:
             chosen = run.call("segal_select", round=round, ids=view.ids, scores=scores, k=k)
-            host = scores.detach().float().cpu()
             if chosen is not None:
                 position = {sid: n for n, sid in enumerate(view.ids)}
                 ids = _checked_selection(run, chosen, position, k)
-                return ids, [float(host[position[sid]]) for sid in ids]
-            picked = run.strategy.select(scores, k).cpu().tolist()
-            return [view.ids[i] for i in picked], [float(host[i]) for i in picked]
+                picked = torch.tensor([position[sid] for sid in ids], device=scores.device)
+            else:
+                picked = run.strategy.select(scores, k)  # top-k on the scores' device
+            # only the k chosen positions and scores come to the host
+            positions = picked.cpu().tolist()
+            return [view.ids[i] for i in positions], scores[picked].detach().float().cpu().tolist()
 
         queried, scores_out = _phase(run, round, "select", seconds, select)
         run.call("segal_after_query", round=round, queried=queried, scores=scores_out)
@@ -544,7 +563,11 @@ def resume_run(
     rundir = RunDir.open_existing(Path(out))
     saved = RunConfig.from_json(rundir.config())
     if overrides:
-        wanted = replace(saved, **overrides)
+        merged = dict(overrides)
+        for key in ("dataset_options", "model_options", "strategy_options", "oracle_options", "plugin_options"):
+            if key in merged:  # options given again add to the run's own
+                merged[key] = {**getattr(saved, key), **merged[key]}
+        wanted = replace(saved, **merged)
         diff = saved.differences(wanted)
         if diff:
             shown = ", ".join(f"{k} (run: {getattr(saved, k)!r}, given: {getattr(wanted, k)!r})" for k in diff)

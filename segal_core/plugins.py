@@ -67,6 +67,8 @@ class Plugins:
     manager: pluggy.PluginManager
     registry: Registry
     infos: list[PluginInfo]
+    #: Names blocked by ``-p no:NAME`` or ``$SEGAL_DISABLE_PLUGINS``.
+    blocked: list[str] = field(default_factory=list)
 
     @property
     def broken(self) -> list[PluginInfo]:
@@ -213,7 +215,7 @@ def load_plugins(
     for info in infos:
         if info.error is not None and pm.has_plugin(info.name):
             pm.unregister(name=info.name)
-    return Plugins(manager=pm, registry=registry, infos=infos)
+    return Plugins(manager=pm, registry=registry, infos=infos, blocked=sorted(blocked_names))
 
 
 def registry(*, blocked: Iterable[str] = ()) -> Registry:

@@ -166,15 +166,19 @@ class RunDir:
         data = self._read_json(STATE)
         try:
             return RunState.from_json(data)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SegalError(f"{self.path / STATE}: unexpected content ({exc})") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SegalError(f"{self.path / STATE}: unexpected content ({exc}); the run folder is damaged") from None
 
     def history(self, state: RunState | None = None) -> list[dict[str, Any]]:
         """The committed records (at most ``state.completed_rounds`` of them)."""
         file = self.path / HISTORY
         records: list[dict[str, Any]] = []
         if file.exists():
-            for n, line in enumerate(file.read_text().splitlines(), 1):
+            try:
+                text = file.read_text()
+            except UnicodeDecodeError:
+                raise SegalError(f"{file}: not UTF-8 text; the run folder is damaged") from None
+            for n, line in enumerate(text.splitlines(), 1):
                 if line.strip():
                     try:
                         records.append(json.loads(line))

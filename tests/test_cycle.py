@@ -189,3 +189,38 @@ def test_original_segal_command_offline(camvid_mini: Path, tmp_path: Path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "could not be downloaded" in err[0] and "--encoder-weights none" in err[0]
     assert not out.exists()
+
+
+def test_resume_accepts_options_given_again_and_refuses_out(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r"
+    assert run_main(["run", *TINY_ARGS, "--rounds", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    # repeating one of the run's dataset options (and the tuple/list difference) is no change
+    assert run_main(["run", "--resume", str(out), "--dataset-opt", "size=32", "--no-progress"]) == 0
+    assert "already complete" in capsys.readouterr().out
+    assert run_main(["run", "--resume", str(out), "--out", str(tmp_path / "elsewhere")]) == 2
+    assert "drop --out" in capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["blocked"] == []
+
+
+def test_resume_refuses_a_changed_dataset(camvid_mini: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    data = tmp_path / "CamVid"
+    for sub in ("train", "trainannot", "val", "valannot"):
+        (data / sub).mkdir(parents=True)
+        for f in sorted((camvid_mini / sub).iterdir())[:3]:
+            shutil.copy(f, data / sub / f.name)
+    out = tmp_path / "r"
+    args = ["run", "--dataset", "camvid", "--data-path", str(data), "--encoder", "tu-test_resnet", "--epochs", "1",
+            "--min-steps", "0", "--batch-size", "2", "--rounds", "1", "--dataset-opt", "size=90x120",
+            "--no-progress", "--out", str(out)]
+    assert run_main(args) == 0
+    extra = sorted((camvid_mini / "train").iterdir())[5]
+    shutil.copy(extra, data / "train" / extra.name)
+    shutil.copy(camvid_mini / "trainannot" / extra.name, data / "trainannot" / extra.name)
+    capsys.readouterr()
+    assert run_main(["run", "--resume", str(out)]) == 2
+    assert "the dataset changed since the run started (pool_size 3 -> 4)" in capsys.readouterr().err

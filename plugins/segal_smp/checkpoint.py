@@ -6,6 +6,8 @@ a checkpoint into a model of another shape is one clear error, not a key dump.
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -44,7 +46,12 @@ def save_checkpoint(path: Path, network: nn.Module, metadata: Mapping[str, str])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
-    save_file(tensors, str(path), metadata={"format": FORMAT, **metadata})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, **metadata})
+        os.replace(tmp, path)  # never a half-written checkpoint under the real name
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, network: nn.Module, expected: Mapping[str, str]) -> None:
