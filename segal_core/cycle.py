@@ -395,7 +395,8 @@ def _one_round(run: Run, round: int, bars: Callable[[str, int, int], None]) -> d
     split_name, split = run.eval_split
 
     def evaluate() -> tuple[EvalResult, EvalResult]:
-        val = model.evaluate(run.splits.val, progress=bars)
+        # fit already measured val on the weights it kept, when it validated
+        val = train_result.val_result or model.evaluate(run.splits.val, progress=bars)
         test = val if run.splits.test is None else model.evaluate(split, progress=bars)
         return val, test
 

@@ -86,6 +86,9 @@ class TrainResult:
     best_epoch: int | None = None
     best_val_miou: float | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    #: The validation metrics of the weights kept (the best epoch), when ``fit``
+    #: evaluated them; the cycle then does not evaluate val again.
+    val_result: EvalResult | None = None
 
 
 #: Called by long loops as ``progress(phase, done, total)``.

@@ -271,3 +271,11 @@ def test_eval_every_zero_never_validates(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(model, "evaluate", lambda data, progress=None: calls.append(1))
     result = model.fit(Blobs(4, seed=1), Blobs(2, seed=2))
     assert calls == [] and result.best_epoch is None
+
+
+def test_fit_returns_the_validation_metrics_of_the_weights_it_kept() -> None:
+    model = MODELS["unet"](config(epochs=2, options={"eval_every": "1"}))
+    result = model.fit(Blobs(4, seed=1), Blobs(4, seed=2))
+    assert result.val_result is not None and result.val_result.miou == result.best_val_miou
+    again = model.evaluate(Blobs(4, seed=2))
+    assert again.per_class_iou == pytest.approx(result.val_result.per_class_iou, nan_ok=True)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from segal_core import Dataset, SegalError, TrainResult
+from segal_core import Dataset, EvalResult, SegalError, TrainResult
 
 from .checkpoint import clone_state, restore_state
 from .data import AugmentedDataset, EpochBatchSampler, PadCollate, network_inputs, pad_masks_to_multiple
@@ -78,15 +78,19 @@ class _Best:
 
     score: float = -math.inf
     epoch: int | None = None
-    miou: float | None = None
+    result: EvalResult | None = None
     state: dict[str, torch.Tensor] | None = None
 
-    def offer(self, epoch: int, miou: float, network: torch.nn.Module) -> None:
-        """Keep ``network``'s weights if ``miou`` beats the best (NaN counts as the
-        worst; the earlier epoch wins a tie)."""
-        score = miou if math.isfinite(miou) else -math.inf
+    @property
+    def miou(self) -> float | None:
+        return None if self.result is None else self.result.miou
+
+    def offer(self, epoch: int, result: EvalResult, network: torch.nn.Module) -> None:
+        """Keep ``network``'s weights if ``result.miou`` beats the best (NaN counts as
+        the worst; the earlier epoch wins a tie)."""
+        score = result.miou if math.isfinite(result.miou) else -math.inf
         if self.epoch is None or score > self.score:
-            self.score, self.epoch, self.miou, self.state = score, epoch, miou, clone_state(network)
+            self.score, self.epoch, self.result, self.state = score, epoch, result, clone_state(network)
 
 
 def _forward(model: SmpModel, images: torch.Tensor) -> torch.Tensor:
@@ -173,8 +177,9 @@ def _train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progre
         epoch_loss = float(running) / max(1, steps_per_epoch)
         record = {"epoch": float(epoch), "loss": epoch_loss, "lr": float(optimizer.param_groups[0]["lr"])}
         if evaluate_every and val is not None and (epoch % evaluate_every == 0 or epoch == epochs):
-            record["val_miou"] = model.evaluate(val).miou
-            best.offer(epoch, record["val_miou"], network)
+            result = model.evaluate(val)
+            record["val_miou"] = result.miou
+            best.offer(epoch, result, network)
         history.append(record)
     if best.state is not None:
         restore_state(network, best.state)
@@ -186,5 +191,6 @@ def _train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progre
         final_loss=epoch_loss,
         best_epoch=best.epoch,
         best_val_miou=best.miou,
+        val_result=best.result,
         history=history,
     )
