@@ -73,6 +73,21 @@ def pad_collate(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
     return batch, valid
 
 
+def _size_groups(valid: torch.Tensor | None, count: int) -> list[tuple[torch.Tensor | None, int, int]]:
+    """The rows of a batch grouped by image size, from the CPU ``valid`` mask of
+    :func:`pad_collate` (no device synchronisation). Each group runs through the
+    model at its own size, so an image's score never depends on the padding its
+    batch neighbours forced on it."""
+    if valid is None:
+        return [(None, 10**9, 10**9)]
+    heights = valid.any(dim=2).sum(dim=1).tolist()
+    widths = valid.any(dim=1).sum(dim=1).tolist()
+    groups: dict[tuple[int, int], list[int]] = {}
+    for row in range(count):
+        groups.setdefault((heights[row], widths[row]), []).append(row)
+    return [(torch.tensor(rows), h, w) for (h, w), rows in groups.items()]
+
+
 def pool_loader(
     pool: Dataset, *, batch_size: int, num_workers: int, pin_memory: bool
 ) -> DataLoader[torch.Tensor]:
@@ -108,7 +123,8 @@ def score_pool(
     Per batch: the uint8 (or float) images are copied to the device without
     blocking, ``model.logits`` gives ``[B, C, H, W]``, and ``image_scores(logits,
     valid)`` turns them into ``[B]`` on the device, written into the result at the
-    batch's positions. ``valid`` is ``None`` unless the batch mixes image sizes.
+    batch's positions. A batch that mixes image sizes runs through the model one size
+    at a time (:func:`_size_groups`), each image unpadded.
     Runs under ``torch.inference_mode()``; never synchronises with the host inside
     the loop, so the device runs ahead of Python. ``progress("score", done, total)``
     receives counts only.
@@ -126,22 +142,26 @@ def score_pool(
         for images, valid in loader:
             count = images.shape[0]
             images = images.to(device, non_blocking=True)
-            if valid is not None:
-                valid = valid.to(device, non_blocking=True)
-            logits = model.logits(images)
-            if logits.dim() != 4 or logits.shape[0] != count or logits.shape[-2:] != images.shape[-2:]:
-                raise ValueError(
-                    f"{type(model).__name__}.logits returned shape {tuple(logits.shape)} for "
-                    f"images {tuple(images.shape)}; expected [B, C, H, W] of the same B, H, W"
-                )
-            batch_scores = image_scores(logits, valid)
-            if batch_scores.shape != (count,):
-                raise ValueError(
-                    f"image_scores returned shape {tuple(batch_scores.shape)}, expected ({count},)"
-                )
-            scores[done : done + count] = batch_scores
+            for rows, height, width in _size_groups(valid, count):
+                group = images if rows is None else images[rows.to(device, non_blocking=True)]
+                group = group[..., :height, :width]
+                logits = model.logits(group)
+                if logits.dim() != 4 or logits.shape[0] != group.shape[0] or logits.shape[-2:] != group.shape[-2:]:
+                    raise ValueError(
+                        f"{type(model).__name__}.logits returned shape {tuple(logits.shape)} for "
+                        f"images {tuple(group.shape)}; expected [B, C, H, W] of the same B, H, W"
+                    )
+                group_scores = image_scores(logits, None)
+                if group_scores.shape != (group.shape[0],):
+                    raise ValueError(
+                        f"image_scores returned shape {tuple(group_scores.shape)}, expected ({group.shape[0]},)"
+                    )
+                if rows is None:
+                    scores[done : done + count] = group_scores
+                else:
+                    scores[(rows + done).to(device, non_blocking=True)] = group_scores
+                del logits, group_scores
             done += count
-            del logits, batch_scores
             if progress is not None:
                 progress("score", done, total)
     del loader  # persistent workers end here, not at garbage collection

@@ -189,3 +189,18 @@ def test_benchmark_script_prints_one_json_line_per_pool_size() -> None:
     for line in lines:
         assert set(line["img_per_s"]) == {"random", "least_confidence", "margin", "entropy"}
         assert line["forward_only_img_per_s"] > 0 and line["peak_rss_mb"] > 0
+
+
+def test_mixed_sizes_match_alone_with_a_spatial_network() -> None:
+    """A U-Net sees across pixels: each size runs on its own, never padded by its
+    batch neighbours, so the scores equal scoring one image at a time."""
+    import segal_core
+
+    model = segal_core.registry().model("unet")(
+        ModelConfig(num_classes=3, encoder="tu-test_resnet", device="cpu", seed=1)
+    )
+    pool = ImagesOnly(5, sizes=[(32, 40), (24, 32), (32, 40)], seed=5)
+    strategy = EntropySampling()
+    mixed = score_pool(model, pool, strategy.image_scores, batch_size=5, num_workers=0)
+    alone = score_pool(model, pool, strategy.image_scores, batch_size=1, num_workers=0)
+    assert torch.allclose(mixed, alone, rtol=1e-4, atol=1e-6)
