@@ -22,9 +22,8 @@ full-data mIoU.
 Lean runs: the dataset decoded once into memory (``RunConfig.cache``), the run's
 precision (bf16 on recent cards), batch 16, 320-pixel crops, and a schedule that
 grows with the labelled set: ``--min-steps + --steps-per-image x labelled`` optimiser
-steps per round (at most ``--max-steps``), turned into whole epochs of the smp
-trainer by a round-start hook (:class:`StepSchedule`); validation inside training
-runs only after the last epoch. ``--retrain finetune`` warm-starts each round from
+steps per round, rounded up to whole epochs (the core's ``RunConfig.min_steps`` and
+``steps_per_image``); no validation inside training (``eval_every=0``). ``--retrain finetune`` warm-starts each round from
 the last one. ``--deadline-s`` stops unfinished runs at that wall time and reports
 what was completed (every round is committed as it ends).
 """
@@ -46,10 +45,10 @@ from typing import Any
 
 from benchlib import REPO, load_builtin_plugins, run_header  # puts the repository on sys.path
 
-from segal_core import DataConfig, Dataset, SegalError, hookimpl
+from segal_core import DataConfig, Dataset, SegalError
 from segal_core.config import RunConfig
 
-__all__ = ["Job", "StepSchedule", "main", "parse_args", "plan_jobs", "steps_for", "summarise"]
+__all__ = ["Job", "main", "parse_args", "plan_jobs", "steps_for", "summarise"]
 
 STRATEGIES = ("random", "least_confidence", "margin", "entropy")
 #: A strategy "reaches" the full-data mIoU at this fraction of it.
@@ -95,7 +94,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (warm-up, cosine)")
     p.add_argument("--min-steps", type=int, default=100, help="optimiser steps of every round, plus ...")
     p.add_argument("--steps-per-image", type=float, default=3.0, help="... this many per labelled image")
-    p.add_argument("--max-steps", type=int, default=None, help="at most this many steps per round")
     p.add_argument("--retrain", choices=("scratch", "finetune"), default="scratch")
     p.add_argument("--reduction", default="mean", help="pixel reduction of the uncertainty strategies")
     p.add_argument("--loss", default="ce", help="smp model option loss: ce or ce+dice")
@@ -124,41 +122,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 # -- the training schedule ------------------------------------------------------------
 
 
-def steps_for(labelled: int, min_steps: int, per_image: float, max_steps: int | None) -> int:
-    """Optimiser steps of a round that trains on ``labelled`` images."""
-    steps = min_steps + math.ceil(per_image * labelled)
-    return steps if max_steps is None else min(steps, max_steps)
-
-
-class StepSchedule:
-    """A plugin that sets each round's epochs so that the round trains for
-    :func:`steps_for` optimiser steps (rounded up to whole epochs of the smp
-    trainer's batch sampler): the schedule grows with the labelled set.
-
-    It changes ``run.model_config.epochs`` (the model of the next rounds) and the
-    current model's ``config.epochs`` (round 0's model is built before the first
-    round starts) in ``segal_round_start``.
-    """
-
-    def __init__(self, min_steps: int, per_image: float, max_steps: int | None = None) -> None:
-        self.min_steps = min_steps
-        self.per_image = per_image
-        self.max_steps = max_steps
-
-    def epochs_for(self, labelled: int, batch_size: int) -> int:
-        import torch
-        from segal_smp.data import EpochBatchSampler
-
-        batches = len(EpochBatchSampler(labelled, batch_size, torch.Generator()))
-        steps = steps_for(labelled, self.min_steps, self.per_image, self.max_steps)
-        return max(1, math.ceil(steps / max(1, batches)))
-
-    @hookimpl
-    def segal_round_start(self, run: Any, round: int) -> None:
-        epochs = self.epochs_for(len(run.state.ledger), run.model_config.batch_size)
-        run.model_config = dataclasses.replace(run.model_config, epochs=epochs)
-        if run.model is not None:
-            run.model.config = dataclasses.replace(run.model.config, epochs=epochs)
+def steps_for(labelled: int, min_steps: int, per_image: float) -> int:
+    """Optimiser steps of a round that trains on ``labelled`` images (before the
+    trainer rounds them up to whole epochs)."""
+    return math.ceil(min_steps + per_image * labelled)
 
 
 # -- the jobs -------------------------------------------------------------------------
@@ -166,11 +133,10 @@ class StepSchedule:
 
 @dataclasses.dataclass
 class Job:
-    """One run: its name (folder), settings and schedule."""
+    """One run: its name (folder) and settings."""
 
     name: str
     config: dict[str, Any]
-    schedule: dict[str, Any]
 
     @property
     def strategy(self) -> str:
@@ -201,8 +167,9 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
         "seed_ratio": args.seed_ratio,
         "query_ratio": args.query_ratio,
         "rounds": args.rounds,
-        "epochs": 1,  # set per round by StepSchedule
-        "min_steps": 0,  # the core's own schedule is not used: StepSchedule also caps steps
+        "epochs": 1,  # at least; the steps below decide
+        "min_steps": args.min_steps,
+        "steps_per_image": args.steps_per_image,
         "batch_size": args.batch_size,
         "crop_size": args.crop_size,
         "lr": args.lr,
@@ -214,24 +181,23 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
     }
     if _has_cache_option():
         base["cache"] = args.cache
-    schedule = {"min_steps": args.min_steps, "per_image": args.steps_per_image, "max_steps": args.max_steps}
     runs = Path(args.out) / "runs"
     jobs: list[Job] = []
     if args.full:
         name = f"full-s{seeds[0]}"
         jobs.append(Job(name, {**base, "full": True, "strategy": "random", "seed": seeds[0],
-                               "out": str(runs / name)}, schedule))
+                               "out": str(runs / name)}))
     for seed in seeds:
         for strategy in strategies:
             name = f"{strategy}-s{seed}"
             options = {} if strategy == "random" else {"reduction": args.reduction}
             jobs.append(Job(name, {**base, "full": False, "strategy": strategy, "strategy_options": options,
-                                   "seed": seed, "out": str(runs / name)}, schedule))
+                                   "seed": seed, "out": str(runs / name)}))
     return jobs
 
 
 def run_job(spec: Path, threads: int | None) -> int:
-    """The body of one subprocess: one ``run_cycle`` with the step schedule."""
+    """The body of one subprocess: one ``run_cycle``."""
     from segal_core.cycle import run_cycle
 
     if threads:
@@ -240,7 +206,7 @@ def run_job(spec: Path, threads: int | None) -> int:
         torch.set_num_threads(threads)
     data = json.loads(Path(spec).read_text())
     config = RunConfig(**data["config"])
-    plugins = load_builtin_plugins(extra=[("camvid_curves_schedule", StepSchedule(**data["schedule"]))])
+    plugins = load_builtin_plugins()
     start = time.perf_counter()
     run_cycle(config, plugins=plugins, echo=lambda line: print(line, flush=True))
     print(f"run finished in {time.perf_counter() - start:.1f} s", flush=True)
@@ -434,14 +400,14 @@ def planned_steps(jobs: Sequence[Job], pool_size: int) -> int:
     """Optimiser steps the jobs will take (before rounding up to whole epochs)."""
     total = 0
     for job in jobs:
-        c, sched = job.config, job.schedule
+        c = job.config
         if c["full"]:
             sizes = [pool_size]
         else:
             seed = max(1, round(c["seed_ratio"] * pool_size))
             query = max(1, round(c["query_ratio"] * pool_size))
             sizes = [min(pool_size, seed + r * query) for r in range(c["rounds"])]
-        total += sum(steps_for(n, sched["min_steps"], sched["per_image"], sched["max_steps"]) for n in sizes)
+        total += sum(steps_for(n, c["min_steps"], c["steps_per_image"]) for n in sizes)
     return total
 
 

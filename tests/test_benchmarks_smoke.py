@@ -94,15 +94,19 @@ def test_gpu_cycle_rejects_a_missing_folder(
 
 
 def test_steps_grow_with_the_labelled_set(curves: ModuleType) -> None:
-    assert curves.steps_for(18, 100, 3.0, None) == 154
-    assert curves.steps_for(144, 100, 3.0, None) == 532
-    assert curves.steps_for(144, 100, 3.0, 300) == 300
-    schedule = curves.StepSchedule(min_steps=100, per_image=3.0)
-    # 18 images in batches of 16: 2 batches an epoch -> 77 epochs = 154 steps
-    assert schedule.epochs_for(18, 16) == 77
-    # 367 images: 23 batches an epoch; 1201 steps -> 53 whole epochs
-    assert schedule.epochs_for(367, 16) == math.ceil(1201 / 23)
-    assert curves.StepSchedule(min_steps=1, per_image=0.0).epochs_for(40, 16) == 1
+    from segal_core import ModelConfig
+    from segal_core.testing import TinyModel
+
+    assert curves.steps_for(18, 100, 3.0) == 154
+    assert curves.steps_for(144, 100, 3.0) == 532
+    args = curves.parse_args(["--out", "x"])
+    config = curves.plan_jobs(args)[0].config
+    assert (config["min_steps"], config["steps_per_image"]) == (100, 3.0)
+    # the run's model turns them into whole epochs: 18 images in batches of 16 are
+    # 2 batches an epoch -> 77 epochs = 154 steps; 367 images: 23 batches, 1201 steps
+    model = TinyModel(ModelConfig(num_classes=2, min_steps=100, steps_per_image=3.0, batch_size=16))
+    assert model.epochs_for(18, 2) == 77
+    assert model.epochs_for(367, 23) == math.ceil(1201 / 23)
 
 
 def test_plan_runs_full_first_then_whole_seeds(curves: ModuleType, tmp_path: Path) -> None:
