@@ -35,7 +35,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -45,6 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from benchlib import machine_name
 
 STRATEGIES = ("random", "least_confidence", "margin", "entropy")
 FORWARD = "forward_only"
@@ -69,18 +69,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset", default="camvid", help="dataset plugin for --data")
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
-
-
-def machine(device: str) -> str:
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.get_device_name(torch.device(device))
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical CPUs)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} logical CPUs)"
 
 
 def current_rss_mb() -> float:
@@ -235,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     header = {
         "benchmark": "score_pool",
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(args.device),
+        "machine": machine_name(torch.device(args.device if torch.cuda.is_available() else "cpu")),
         "device": args.device,
         "torch": torch.__version__,
         "threads": args.threads or torch.get_num_threads(),
