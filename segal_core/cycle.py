@@ -66,6 +66,9 @@ class Run:
     seed_size: int = 0
     query_size: int = 0
     echo: Echo = field(default=_quiet, repr=False)
+    #: Partial masks returned by the oracle (id -> int64 mask), kept in memory so a
+    #: round does not decode ``labels/`` again; read from disk once on resume.
+    partial_masks: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def pool(self) -> Dataset:
@@ -242,6 +245,7 @@ def prepare_run(
         )
     else:
         run.history = rundir.history(state)
+        run.partial_masks = _read_partial_masks(run)
         rundir.clean_temporaries()
         _check_ledger(run)
     return run
@@ -343,6 +347,7 @@ def _label(run: Run, round: int, ids: Sequence[str]) -> list[Annotation]:
         mask_file = None
         if ann.mask is not None:
             mask_file = _save_mask(run, ann)
+            run.partial_masks[ann.sample_id] = ann.mask.detach().to("cpu", torch.int64)
         run.state.ledger[ann.sample_id] = LedgerEntry(round=round, pixels=int(ann.labeled_pixels), mask_file=mask_file)
     return annotations
 
@@ -369,7 +374,8 @@ def _save_mask(run: Run, ann: Annotation) -> str:
     return f"labels/{name}"
 
 
-def _partial_masks(run: Run) -> dict[str, torch.Tensor]:
+def _read_partial_masks(run: Run) -> dict[str, torch.Tensor]:
+    """The ledger's partial masks from ``labels/`` (on resume)."""
     import numpy as np
     from PIL import Image
 
@@ -386,7 +392,7 @@ def _one_round(run: Run, round: int, bars: Callable[[str, int, int], None]) -> d
     started = time.perf_counter()
     pool = run.pool
     labelled_ids = list(run.state.ledger)
-    train_view = DatasetView(pool, [pool.index_of(i) for i in labelled_ids], masks=_partial_masks(run))
+    train_view = DatasetView(pool, [pool.index_of(i) for i in labelled_ids], masks=run.partial_masks)
 
     model = _round_model(run, round)
     run.model = model

@@ -355,6 +355,16 @@ def test_registered_dataset_and_oracle_drive_a_run(tmp_path: Path) -> None:
     for entry in ledger.values():  # the oracle labels the seed set too: 16x16 images, top 8 rows
         assert entry["pixels"] == 8 * 16 and (out / entry["mask_file"]).is_file()
     assert history[0]["labeled_pixels"] == 2 * 8 * 16 and history[1]["labeled_pixels"] == 4 * 8 * 16
+    # on resume the partial masks are read back from labels/, equal to what the oracle returned
+    from segal_core.cycle import prepare_run
+    from segal_core.rundir import RunDir
+
+    rundir = RunDir.open_existing(out)
+    run = prepare_run(RunConfig.from_json(rundir.config()), plugins=plugins, existing=rundir)
+    expected = TopHalfOracle().label(list(ledger), run.pool)
+    assert set(run.partial_masks) == set(ledger)
+    for ann in expected:
+        assert torch.equal(run.partial_masks[ann.sample_id], ann.mask)
 
 
 # -- CLI options, commands, errors and blocking, through installed entry points -----
