@@ -1,11 +1,15 @@
-"""Packaging: declared dependencies match the imports (tools/check_deps.py)."""
+"""Packaging: declared dependencies match the imports (tools/check_deps.py), every
+package ships a ``py.typed`` marker, and pyproject.toml is the one version source."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
+from importlib import metadata
 from pathlib import Path
+
+import pytest
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,3 +99,41 @@ def test_check_deps_names_a_file_that_does_not_parse(tmp_path: Path) -> None:
     done = _check_deps("--pyproject", root / "pyproject.toml", root / "src", cwd=tmp_path)
     assert done.returncode == 2
     assert "src/mypkg/__init__.py:1: " in done.stderr
+
+
+# -- py.typed ------------------------------------------------------------------------
+
+
+def _packages() -> list[Path]:
+    """Every top-level package this repository ships: segal_core, each built-in plugin,
+    and the example plugin's package."""
+    roots = [REPO / "plugins", EXAMPLE / "src"]
+    found = [REPO / "segal_core"]
+    found += [p for root in roots for p in sorted(root.iterdir()) if (p / "__init__.py").is_file()]
+    return found
+
+
+def test_every_package_has_py_typed() -> None:
+    packages = _packages()
+    assert len(packages) >= 10  # segal_core, 8 built-in plugins, the example
+    missing = [str(p.relative_to(REPO)) for p in packages if not (p / "py.typed").is_file()]
+    assert not missing, f"no py.typed in: {', '.join(missing)}"
+
+
+@pytest.mark.parametrize("pyproject", [REPO / "pyproject.toml", EXAMPLE / "pyproject.toml"],
+                         ids=["segal", "segal-mcdropout"])
+def test_py_typed_is_package_data(pyproject: Path) -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    config = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]
+    shipped = {name for name, files in config.items() if "py.typed" in files}
+    assert "*" in shipped or {p.name for p in _packages() if p.is_relative_to(pyproject.parent)} <= shipped
+
+
+def test_pyproject_is_the_one_version_source() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    import segal_core
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    # The installed metadata comes from pyproject.toml (reinstall after changing it).
+    assert metadata.version("segal") == declared
+    assert segal_core.__version__ == declared
