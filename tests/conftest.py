@@ -3,14 +3,18 @@ marked ``slow``."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-#: ``../shared/data`` beside the checkout (present locally and in CI, read-only).
-SHARED_DATA = REPO.parent / "shared" / "data"
+#: Real data for the tests (read-only; it holds ``camvid-mini/``): the folder named by
+#: ``$SEGAL_TEST_DATA``, else ``../shared/data`` beside the checkout (present locally and
+#: in CI). Without it the tests that need it are skipped. See docs/datasets.md.
+TEST_DATA_ENV = "SEGAL_TEST_DATA"
+SHARED_DATA = Path(os.environ.get(TEST_DATA_ENV) or REPO.parent / "shared" / "data").expanduser()
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +27,8 @@ def _few_threads() -> None:
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
+        pytest.skip(f"real test data not found at {SHARED_DATA}: put camvid-mini/ there, or set "
+                    f"{TEST_DATA_ENV} to a folder that holds it (docs/datasets.md, 'The tests' data')")
     return SHARED_DATA
 
 
