@@ -14,24 +14,27 @@ components.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
 from segal_core import DataConfig, SegalError, Splits
-from segal_core.imageio import (
+from segal_files import (
     IMAGE_EXTENSIONS,
     MASK_EXTENSIONS,
+    OPTION_FLAG,
+    ClassTable,
     FileDataset,
     LabelMap,
+    Layout,
+    ListLine,
     Sample,
-    check_headers,
-    data_root,
+    SplitFiles,
     find_files,
+    load_file_splits,
     pair_by_id,
-    resize_options,
-    verify_masks,
+    read_list,
 )
-from segal_core.options import coerce_options
 
 __all__ = ["CAMVID_CLASSES", "CamVid", "CamVidOptions", "VOID"]
 
@@ -42,8 +45,6 @@ CAMVID_CLASSES: tuple[str, ...] = (
 )  # fmt: skip
 #: The stored id of the unlabelled (void) class.
 VOID = 11
-SPLITS = ("train", "val", "test")
-_FLAG = "--dataset-opt"
 
 
 @dataclass(frozen=True)
@@ -67,13 +68,13 @@ class CamVidOptions:
     scale: float | None = None
 
 
-def _labels(num_classes: int | None) -> tuple[list[str], LabelMap]:
+def _classes(num_classes: int | None) -> ClassTable:
     if num_classes in (None, len(CAMVID_CLASSES)):
         table = {i: i for i in range(len(CAMVID_CLASSES))} | {VOID: 255, 255: 255}
-        return list(CAMVID_CLASSES), LabelMap(table, num_classes=len(CAMVID_CLASSES))
+        return ClassTable(list(CAMVID_CLASSES), LabelMap(table, num_classes=len(CAMVID_CLASSES)))
     if num_classes == len(CAMVID_CLASSES) + 1:
         classes = [*CAMVID_CLASSES, "void"]
-        return classes, LabelMap.identity(len(classes))
+        return ClassTable(classes, LabelMap.identity(len(classes)))
     raise SegalError(
         f"--num-classes {num_classes}: CamVid has 11 classes (void ignored, the default) "
         "or 12 (void as a 12th class); use 11 or 12"
@@ -117,39 +118,24 @@ def _resolve(root: Path, listed: str, extensions: tuple[str, ...]) -> Path | Non
     return None
 
 
-def _from_list(root: Path, split: str, list_file: Path) -> list[Sample]:
-    samples: dict[str, Sample] = {}
-    try:
-        text = list_file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SegalError(f"{list_file}: cannot read the list ({exc}); fix or remove it") from None
-    for number, line in enumerate(text.splitlines(), start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        where = f"{list_file}:{number}"
-        if len(parts) > 2:
-            raise SegalError(f"{where}: expected 'IMAGE MASK' paths, found {len(parts)} fields")
-        image = _resolve(root, parts[0], IMAGE_EXTENSIONS)
-        if image is None:
-            raise SegalError(
-                f"{where}: image {parts[0]} not found under {root} (looked for <folder>/<file> of its "
-                f"last two path parts); fix the list, or pass {_FLAG} lists=false to read the folders"
-            )
-        if len(parts) == 2:
-            mask = _resolve(root, parts[1], MASK_EXTENSIONS)
-            wanted = parts[1]
-        else:
-            mask = _resolve(root, f"{split}annot/{image.stem}.png", MASK_EXTENSIONS)
-            wanted = f"{split}annot/{image.stem}.png"
-        if mask is None:
-            raise SegalError(
-                f"{where}: mask {wanted} of {image.name} not found under {root}; add it or fix the list"
-            )
-        if image.stem in samples:
-            raise SegalError(f"{where}: {image.stem} is listed twice; remove one line")
-        samples[image.stem] = Sample(image.stem, image, mask)
-    return list(samples.values())
+def _listed(root: Path, split: str, line: ListLine) -> Sample:
+    """One line of a list file: ``IMAGE [MASK]`` paths of any prefix."""
+    parts = line.fields
+    if len(parts) > 2:
+        raise SegalError(f"{line.where}: expected 'IMAGE MASK' paths, found {len(parts)} fields")
+    image = _resolve(root, parts[0], IMAGE_EXTENSIONS)
+    if image is None:
+        raise SegalError(
+            f"{line.where}: image {parts[0]} not found under {root} (looked for <folder>/<file> of its "
+            f"last two path parts); fix the list, or pass {OPTION_FLAG} lists=false to read the folders"
+        )
+    wanted = parts[1] if len(parts) == 2 else f"{split}annot/{image.stem}.png"
+    mask = _resolve(root, wanted, MASK_EXTENSIONS)
+    if mask is None:
+        raise SegalError(
+            f"{line.where}: mask {wanted} of {image.name} not found under {root}; add it or fix the list"
+        )
+    return Sample(image.stem, image, mask)
 
 
 def _from_folders(root: Path, split: str) -> list[Sample]:
@@ -157,6 +143,23 @@ def _from_folders(root: Path, split: str) -> list[Sample]:
     images = find_files(image_dir, IMAGE_EXTENSIONS)
     masks = find_files(mask_dir, MASK_EXTENSIONS)
     return pair_by_id(images, masks, image_dir=image_dir, mask_dir=mask_dir)
+
+
+def _find(root: Path, options: CamVidOptions, config: DataConfig) -> Layout:
+    """The classes and splits under ``root``: list files when present and wanted, else
+    the folders."""
+    classes = _classes(config.num_classes)
+    splits: dict[str, SplitFiles] = {}
+    for split in _check_layout(root):
+        list_file = root / f"{split}.txt"
+        if options.lists and list_file.is_file():
+            samples, source = read_list(list_file, partial(_listed, root, split)), list_file
+        else:
+            samples, source = _from_folders(root, split), root / split
+        hint = f"add images ({', '.join(IMAGE_EXTENSIONS[:2])}) with masks in {split}annot/"
+        splits[split] = SplitFiles(samples, source, hint)
+    no_test = f"camvid: no test/ and testannot/ in {root}; the val split is used for testing"
+    return Layout(classes, splits, no_test)
 
 
 class CamVid(FileDataset):
@@ -171,30 +174,5 @@ class CamVid(FileDataset):
     @classmethod
     def load(cls, config: DataConfig) -> Splits:
         """Read the splits of ``config.path``; see the module docstring for the layout."""
-        options = CamVidOptions(**coerce_options(CamVidOptions, config.options, _FLAG))
-        resize, scale = resize_options(options.size, options.scale)
-        classes, labels = _labels(config.num_classes)
-        root = data_root(config.path, cls.name)
-        present = _check_layout(root)
-        datasets: dict[str, CamVid] = {}
-        for split in present:
-            list_file = root / f"{split}.txt"
-            if options.lists and list_file.is_file():
-                samples, source = _from_list(root, split, list_file), list_file
-            else:
-                samples, source = _from_folders(root, split), root / split
-            if not samples:
-                raise SegalError(
-                    f"{source}: the {split} split is empty; add images "
-                    f"({', '.join(IMAGE_EXTENSIONS[:2])}) with masks in {split}annot/"
-                )
-            sizes = check_headers(samples)
-            dataset = cls(samples, classes, split=split, labels=labels, resize=resize, scale=scale, sizes=sizes)
-            verify_masks(dataset, options.verify, sizes, f"{_FLAG} verify")
-            datasets[split] = dataset
-        notices = []
-        if "test" not in datasets:
-            notices.append(f"camvid: no test/ and testannot/ in {root}; the val split is used for testing")
-        return Splits(
-            train=datasets["train"], val=datasets["val"], test=datasets.get("test"), notices=notices
-        )
+        return load_file_splits(cls, config, CamVidOptions, _find)
+

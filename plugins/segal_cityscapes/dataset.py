@@ -18,18 +18,18 @@ from pathlib import Path
 from typing import ClassVar
 
 from segal_core import DataConfig, SegalError, Splits
-from segal_core.imageio import (
+from segal_files import (
+    OPTION_FLAG,
+    ClassTable,
     FileDataset,
     LabelMap,
+    Layout,
     Sample,
-    check_headers,
-    data_root,
+    SplitFiles,
     find_files,
+    load_file_splits,
     pair_by_id,
-    resize_options,
-    verify_masks,
 )
-from segal_core.options import coerce_options
 
 from .labels import IGNORE, LABEL_TO_TRAIN, TRAIN_CLASSES
 
@@ -37,7 +37,6 @@ __all__ = ["Cityscapes", "CityscapesOptions"]
 
 IMAGE_SUFFIX = "_leftImg8bit"
 MASK_SUFFIXES = {"labelIds": "_gtFine_labelIds", "trainIds": "_gtFine_labelTrainIds"}
-_FLAG = "--dataset-opt"
 
 
 @dataclass(frozen=True)
@@ -96,6 +95,37 @@ def _split(root: Path, split: str, mask_suffix: str) -> list[Sample]:
     )  # fmt: skip
 
 
+def _classes(options: CityscapesOptions, num_classes: int | None) -> ClassTable:
+    if options.masks not in MASK_SUFFIXES:
+        raise SegalError(f"{OPTION_FLAG} masks={options.masks}: expected one of {', '.join(MASK_SUFFIXES)}")
+    if num_classes not in (None, len(TRAIN_CLASSES)):
+        raise SegalError(
+            f"--num-classes {num_classes}: Cityscapes is evaluated on {len(TRAIN_CLASSES)} "
+            "classes; leave --num-classes out"
+        )
+    n = len(TRAIN_CLASSES)
+    if options.masks == "labelIds":
+        return ClassTable(TRAIN_CLASSES, LabelMap(LABEL_TO_TRAIN, num_classes=n, ignore_index=IGNORE))
+    return ClassTable(TRAIN_CLASSES, LabelMap.identity(n, ignore_index=IGNORE))
+
+
+def _find(root: Path, options: CityscapesOptions, config: DataConfig) -> Layout:
+    """The classes and the train, val (and with ``use_test``, test) splits under ``root``."""
+    classes = _classes(options, config.num_classes)
+    _check_layout(root)
+    wanted = ["train", "val", "test"] if options.use_test else ["train", "val"]
+    hint = f"expected <city>/*{IMAGE_SUFFIX}.png files"
+    splits = {
+        split: SplitFiles(_split(root, split, MASK_SUFFIXES[options.masks]), root / "leftImg8bit" / split, hint)
+        for split in wanted
+    }
+    no_test = (
+        "cityscapes: the official test masks are withheld, so the val split is used for "
+        f"testing ({OPTION_FLAG} use_test=true to read gtFine/test anyway)"
+    )
+    return Layout(classes, splits, no_test)
+
+
 class Cityscapes(FileDataset):
     """Cityscapes fine annotations, 19 training classes, other labels ignored.
     Ids are ``<city>_<seq>_<frame>``."""
@@ -108,42 +138,4 @@ class Cityscapes(FileDataset):
     @classmethod
     def load(cls, config: DataConfig) -> Splits:
         """Read the splits of ``config.path``; see the module docstring for the layout."""
-        options = CityscapesOptions(**coerce_options(CityscapesOptions, config.options, _FLAG))
-        resize, scale = resize_options(options.size, options.scale)
-        if options.masks not in MASK_SUFFIXES:
-            raise SegalError(f"{_FLAG} masks={options.masks}: expected one of {', '.join(MASK_SUFFIXES)}")
-        if config.num_classes not in (None, len(TRAIN_CLASSES)):
-            raise SegalError(
-                f"--num-classes {config.num_classes}: Cityscapes is evaluated on {len(TRAIN_CLASSES)} "
-                "classes; leave --num-classes out"
-            )
-        n = len(TRAIN_CLASSES)
-        if options.masks == "labelIds":
-            labels = LabelMap(LABEL_TO_TRAIN, num_classes=n, ignore_index=IGNORE)
-        else:
-            labels = LabelMap.identity(n, ignore_index=IGNORE)
-        root = data_root(config.path, cls.name)
-        _check_layout(root)
-
-        wanted = ["train", "val", "test"] if options.use_test else ["train", "val"]
-        datasets: dict[str, Cityscapes] = {}
-        for split in wanted:
-            samples = _split(root, split, MASK_SUFFIXES[options.masks])
-            if not samples:
-                raise SegalError(
-                    f"{root / 'leftImg8bit' / split}: the {split} split is empty; expected "
-                    f"<city>/*{IMAGE_SUFFIX}.png files"
-                )
-            sizes = check_headers(samples)
-            dataset = cls(
-                samples, TRAIN_CLASSES, split=split, labels=labels, resize=resize, scale=scale, sizes=sizes
-            )
-            verify_masks(dataset, options.verify, sizes, f"{_FLAG} verify")
-            datasets[split] = dataset
-        notices = []
-        if not options.use_test:
-            notices.append(
-                "cityscapes: the official test masks are withheld, so the val split is used for "
-                f"testing ({_FLAG} use_test=true to read gtFine/test anyway)"
-            )
-        return Splits(datasets["train"], datasets["val"], datasets.get("test"), notices)
+        return load_file_splits(cls, config, CityscapesOptions, _find)

@@ -21,28 +21,28 @@ import numpy as np
 
 from segal_core import DataConfig, SegalError, Splits
 from segal_core.dataset import DEFAULT_IGNORE_INDEX
-from segal_core.imageio import (
+from segal_files import (
     IMAGE_EXTENSIONS,
     MASK_EXTENSIONS,
+    OPTION_FLAG,
+    ClassTable,
     ColorMap,
     FileDataset,
     LabelMap,
+    Layout,
     Sample,
-    check_headers,
-    data_root,
+    SplitFiles,
     find_files,
+    list_lines,
+    load_file_splits,
     pair_by_id,
-    resize_options,
-    verify_masks,
 )
-from segal_core.options import coerce_options
 
 from .classes import CLASS_FILES, ClassSpec, read_classes
 
 __all__ = ["Folder", "FolderOptions"]
 
 SPLITS = ("train", "val", "test")
-_FLAG = "--dataset-opt"
 
 
 @dataclass(frozen=True)
@@ -78,15 +78,16 @@ class FolderOptions:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
-            raise SegalError(f"{_FLAG} val_fraction={self.val_fraction}: expected a share in (0, 1)")
+            raise SegalError(f"{OPTION_FLAG} val_fraction={self.val_fraction}: expected a share in (0, 1)")
         if not 0.0 <= self.test_fraction < 1.0 or self.val_fraction + self.test_fraction >= 1.0:
             raise SegalError(
-                f"{_FLAG} test_fraction={self.test_fraction}: expected a share in [0, 1) leaving "
+                f"{OPTION_FLAG} test_fraction={self.test_fraction}: expected a share in [0, 1) leaving "
                 f"images for training beside val_fraction={self.val_fraction}"
             )
 
 
-def _classes(root: Path, config: DataConfig, options: FolderOptions) -> tuple[ClassSpec, LabelMap, ColorMap | None]:
+def _classes(root: Path, config: DataConfig, options: FolderOptions) -> ClassTable:
+    """The class table from the class file at ``root`` (or ``--num-classes``)."""
     spec = read_classes(root)
     if spec is None:
         if config.num_classes is None:
@@ -104,7 +105,7 @@ def _classes(root: Path, config: DataConfig, options: FolderOptions) -> tuple[Cl
     ignore = options.ignore_index if options.ignore_index is not None else spec.ignore_index
     ignore = DEFAULT_IGNORE_INDEX if ignore is None else ignore
     if ignore < n:
-        where = f"{_FLAG} ignore_index={ignore}" if options.ignore_index is not None else str(spec.source)
+        where = f"{OPTION_FLAG} ignore_index={ignore}" if options.ignore_index is not None else str(spec.source)
         raise SegalError(
             f"{where}: ignore id {ignore} is also a class id (classes are 0..{n - 1}); "
             "use a value of at least the number of classes, e.g. 255"
@@ -120,7 +121,7 @@ def _classes(root: Path, config: DataConfig, options: FolderOptions) -> tuple[Cl
         colors = ColorMap(table)
     elif spec.ignore_color is not None:
         raise SegalError(f"{spec.source}: ignore_color given without class colours; add a colour per class")
-    return spec, labels, colors
+    return ClassTable(spec.names, labels, colors)
 
 
 def _pair(image_dir: Path, mask_dir: Path, options: FolderOptions) -> list[Sample]:
@@ -135,7 +136,7 @@ def _pair(image_dir: Path, mask_dir: Path, options: FolderOptions) -> list[Sampl
             suffix = options.mask_suffix + longer[len(unpaired) :]
             raise SegalError(
                 f"{images[unpaired]}: image has no mask {unpaired}{options.mask_suffix}.png in {mask_dir}, "
-                f"but {masks[longer].name} is there; pass {_FLAG} mask_suffix={suffix}"
+                f"but {masks[longer].name} is there; pass {OPTION_FLAG} mask_suffix={suffix}"
             )
     return pair_by_id(
         images, masks, image_dir=image_dir, mask_dir=mask_dir, mask_name="{id}" + options.mask_suffix + ".png"
@@ -158,19 +159,15 @@ def _from_lists(lists: dict[str, Path], everything: list[Sample], image_dir: Pat
     owner: dict[str, str] = {}
     for split, list_file in lists.items():
         chosen: list[Sample] = []
-        for number, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), start=1):
-            token = line.strip().split()[0] if line.strip() else ""
-            if not token or token.startswith("#"):
-                continue
-            name = token.replace("\\", "/").rsplit("/", 1)[-1]
+        for line in list_lines(list_file, comments=True):
+            name = line.fields[0].replace("\\", "/").rsplit("/", 1)[-1]
             stem, dot, ext = name.rpartition(".")
             sample_id = stem if dot and f".{ext.lower()}" in IMAGE_EXTENSIONS else name
-            where = f"{list_file}:{number}"
             if sample_id not in by_id:
-                raise SegalError(f"{where}: {sample_id!r} has no image and mask in {image_dir}; fix the list")
+                raise SegalError(f"{line.where}: {sample_id!r} has no image and mask in {image_dir}; fix the list")
             if sample_id in owner:
                 raise SegalError(
-                    f"{where}: {sample_id!r} is already in the {owner[sample_id]} split; "
+                    f"{line.where}: {sample_id!r} is already in the {owner[sample_id]} split; "
                     "each image may be in one split only"
                 )
             owner[sample_id] = split
@@ -200,6 +197,62 @@ def _random_split(
     return out, text
 
 
+def _splits(root: Path, options: FolderOptions) -> tuple[dict[str, list[Sample]], list[str]]:
+    """Each split's samples, from the first layout found, and notices of the fallbacks taken."""
+    images, masks = root / options.images, root / options.masks
+    notices: list[str] = []
+    parts: dict[str, list[Sample]]
+    if (images / "train").is_dir():
+        parts = {s: _pair(images / s, masks / s, options) for s in SPLITS if (images / s).is_dir()}
+    elif (root / "train" / options.images).is_dir():
+        parts = {
+            s: _pair(root / s / options.images, root / s / options.masks, options)
+            for s in SPLITS
+            if (root / s / options.images).is_dir()
+        }
+    elif images.is_dir():
+        everything = _pair(images, masks, options)
+        lists = _list_files(root)
+        if lists:
+            parts = _from_lists(lists, everything, images)
+        else:
+            if not everything:
+                raise SegalError(f"{images}: no images ({', '.join(IMAGE_EXTENSIONS)}); add some")
+            fractions = {"val": options.val_fraction, "test": options.test_fraction}
+            parts, text = _random_split(everything, fractions, options.split_seed, images)
+            notices.append(
+                f"folder: no split folders or lists in {root}; random split "
+                f"(split_seed={options.split_seed}): {text}"
+            )
+            return parts, notices
+    else:
+        raise SegalError(
+            f"--data-path {root}: no {options.images}/ folder; expected {options.images}/ and "
+            f"{options.masks}/ (optionally with train/ val/ test/ inside, or train/{options.images}/ ...), "
+            "see docs/datasets.md"
+        )
+    if "train" not in parts:
+        raise SegalError(f"{root}: no train split found; add train/ (or train.txt)")
+    if "val" not in parts:
+        if not parts["train"]:
+            raise SegalError(f"{root}: the train split is empty; add images to it")
+        carved, text = _random_split(parts["train"], {"val": options.val_fraction}, options.split_seed, root)
+        parts.update(carved)
+        notices.append(
+            f"folder: no val split in {root}; val drawn from train (split_seed={options.split_seed}): {text}"
+        )
+    return parts, notices
+
+
+def _find(root: Path, options: FolderOptions, config: DataConfig) -> Layout:
+    """The layout under ``root`` (see the module docstring), then the class file."""
+    parts, notices = _splits(root, options)
+    classes = _classes(root, config, options)
+    splits = {split: SplitFiles(samples, root, "add images to it") for split, samples in parts.items()}
+    no_test = f"folder: {root} has no test split; the val split is used for testing"
+    return Layout(classes, splits, no_test, notices)
+
+
 class Folder(FileDataset):
     """Your own data: images and single-channel (or colour) masks with matching stems."""
 
@@ -211,69 +264,4 @@ class Folder(FileDataset):
     @classmethod
     def load(cls, config: DataConfig) -> Splits:
         """Find the layout (see the module docstring), read the class file, check the files."""
-        options = FolderOptions(**coerce_options(FolderOptions, config.options, _FLAG))
-        resize, scale = resize_options(options.size, options.scale)
-        root = data_root(config.path, cls.name)
-        parts, notices = cls._splits(root, options)
-        spec, labels, colors = _classes(root, config, options)
-
-        datasets: dict[str, Folder] = {}
-        for split, samples in parts.items():
-            if not samples:
-                raise SegalError(f"{root}: the {split} split is empty; add images to it")
-            sizes = check_headers(samples, colour_masks=colors is not None)
-            dataset = cls(
-                samples, spec.names, split=split, labels=labels, colors=colors,
-                resize=resize, scale=scale, sizes=sizes,
-            )  # fmt: skip
-            verify_masks(dataset, options.verify, sizes, f"{_FLAG} verify")
-            datasets[split] = dataset
-        if "test" not in datasets:
-            notices.append(f"folder: {root} has no test split; the val split is used for testing")
-        return Splits(datasets["train"], datasets["val"], datasets.get("test"), notices)
-
-    @staticmethod
-    def _splits(root: Path, options: FolderOptions) -> tuple[dict[str, list[Sample]], list[str]]:
-        images, masks = root / options.images, root / options.masks
-        notices: list[str] = []
-        parts: dict[str, list[Sample]]
-        if (images / "train").is_dir():
-            parts = {s: _pair(images / s, masks / s, options) for s in SPLITS if (images / s).is_dir()}
-        elif (root / "train" / options.images).is_dir():
-            parts = {
-                s: _pair(root / s / options.images, root / s / options.masks, options)
-                for s in SPLITS
-                if (root / s / options.images).is_dir()
-            }
-        elif images.is_dir():
-            everything = _pair(images, masks, options)
-            lists = _list_files(root)
-            if lists:
-                parts = _from_lists(lists, everything, images)
-            else:
-                if not everything:
-                    raise SegalError(f"{images}: no images ({', '.join(IMAGE_EXTENSIONS)}); add some")
-                fractions = {"val": options.val_fraction, "test": options.test_fraction}
-                parts, text = _random_split(everything, fractions, options.split_seed, images)
-                notices.append(
-                    f"folder: no split folders or lists in {root}; random split "
-                    f"(split_seed={options.split_seed}): {text}"
-                )
-                return parts, notices
-        else:
-            raise SegalError(
-                f"--data-path {root}: no {options.images}/ folder; expected {options.images}/ and "
-                f"{options.masks}/ (optionally with train/ val/ test/ inside, or train/{options.images}/ ...), "
-                "see docs/datasets.md"
-            )
-        if "train" not in parts:
-            raise SegalError(f"{root}: no train split found; add train/ (or train.txt)")
-        if "val" not in parts:
-            if not parts["train"]:
-                raise SegalError(f"{root}: the train split is empty; add images to it")
-            carved, text = _random_split(parts["train"], {"val": options.val_fraction}, options.split_seed, root)
-            parts.update(carved)
-            notices.append(
-                f"folder: no val split in {root}; val drawn from train (split_seed={options.split_seed}): {text}"
-            )
-        return parts, notices
+        return load_file_splits(cls, config, FolderOptions, _find)

@@ -13,21 +13,24 @@ for testing unless ``test.txt`` lists ids whose masks are all present.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
 from segal_core import DataConfig, SegalError, Splits
-from segal_core.imageio import (
+from segal_files import (
     IMAGE_EXTENSIONS,
+    ClassTable,
     FileDataset,
     LabelMap,
+    Layout,
+    ListLine,
     Sample,
-    check_headers,
-    data_root,
-    resize_options,
-    verify_masks,
+    SplitFiles,
+    list_lines,
+    load_file_splits,
+    read_list,
 )
-from segal_core.options import coerce_options
 
 __all__ = ["VOC", "VOCOptions", "VOC_CLASSES", "voc_palette"]
 
@@ -38,7 +41,6 @@ VOC_CLASSES: tuple[str, ...] = (
     "sheep", "sofa", "train", "tvmonitor",
 )  # fmt: skip
 LISTS = Path("ImageSets") / "Segmentation"
-_FLAG = "--dataset-opt"
 
 
 def voc_palette() -> list[int]:
@@ -97,31 +99,48 @@ def _image(folder: Path, sample_id: str) -> Path | None:
     return None
 
 
-def _from_list(root: Path, list_file: Path, masks: str, *, strict: bool = True) -> list[Sample] | None:
-    """The samples listed in ``list_file``; ``None`` when not ``strict`` and a mask is
-    missing (a test list without public masks)."""
-    samples: list[Sample] = []
-    seen: set[str] = set()
-    for number, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), start=1):
-        sample_id = line.strip().split()[0] if line.strip() else ""
-        if not sample_id:
-            continue
-        where = f"{list_file}:{number}"
-        image = _image(root / "JPEGImages", sample_id)
-        mask = root / masks / f"{sample_id}.png"
-        if not mask.is_file():
-            if not strict:
-                return None
-            raise SegalError(f"{where}: {sample_id} has no mask {mask}; add it or remove the line")
-        if image is None:
-            raise SegalError(
-                f"{where}: {sample_id} has no image {root / 'JPEGImages' / sample_id}.jpg; add it or remove the line"
-            )
-        if sample_id in seen:
-            raise SegalError(f"{where}: {sample_id} is listed twice; remove one line")
-        seen.add(sample_id)
-        samples.append(Sample(sample_id, image, mask))
-    return samples
+def _listed(root: Path, masks: str, line: ListLine) -> Sample:
+    """One line of a list file: an image id (further fields are ignored)."""
+    sample_id = line.fields[0]
+    image = _image(root / "JPEGImages", sample_id)
+    mask = root / masks / f"{sample_id}.png"
+    if not mask.is_file():
+        raise SegalError(f"{line.where}: {sample_id} has no mask {mask}; add it or remove the line")
+    if image is None:
+        raise SegalError(
+            f"{line.where}: {sample_id} has no image {root / 'JPEGImages' / sample_id}.jpg; add it or remove the line"
+        )
+    return Sample(sample_id, image, mask)
+
+
+def _all_masked(root: Path, list_file: Path, masks: str) -> bool:
+    """Whether every id of ``list_file`` has a mask (the public test list has none)."""
+    return all((root / masks / f"{line.fields[0]}.png").is_file() for line in list_lines(list_file))
+
+
+def _find(root: Path, options: VOCOptions, config: DataConfig) -> Layout:
+    """The classes and the splits of the list files under ``root``."""
+    if config.num_classes not in (None, len(VOC_CLASSES)):
+        raise SegalError(
+            f"--num-classes {config.num_classes}: VOC has {len(VOC_CLASSES)} classes "
+            "(background included); leave --num-classes out"
+        )
+    _check_layout(root, options.masks)
+    sample = partial(_listed, root, options.masks)
+    splits: dict[str, SplitFiles] = {}
+    for split in ("train", "val"):
+        list_file = root / LISTS / f"{split}.txt"
+        if not list_file.is_file():
+            raise SegalError(f"{list_file}: missing; VOC needs {LISTS}/train.txt and val.txt")
+        splits[split] = SplitFiles(read_list(list_file, sample), list_file, "list one image id per line")
+    test_list = root / LISTS / "test.txt"
+    if test_list.is_file() and _all_masked(root, test_list, options.masks):
+        test = read_list(test_list, sample)
+        if test:
+            splits["test"] = SplitFiles(test, test_list, "list one image id per line")
+    why = "has ids without masks" if test_list.is_file() else "is missing"
+    no_test = f"voc: {test_list} {why} (no public test masks); the val split is used for testing"
+    return Layout(ClassTable(VOC_CLASSES, LabelMap.identity(len(VOC_CLASSES))), splits, no_test)
 
 
 class VOC(FileDataset):
@@ -136,42 +155,4 @@ class VOC(FileDataset):
     @classmethod
     def load(cls, config: DataConfig) -> Splits:
         """Read the splits of ``config.path``; see the module docstring for the layout."""
-        options = VOCOptions(**coerce_options(VOCOptions, config.options, _FLAG))
-        resize, scale = resize_options(options.size, options.scale)
-        if config.num_classes not in (None, len(VOC_CLASSES)):
-            raise SegalError(
-                f"--num-classes {config.num_classes}: VOC has {len(VOC_CLASSES)} classes "
-                "(background included); leave --num-classes out"
-            )
-        labels = LabelMap.identity(len(VOC_CLASSES))
-        root = data_root(config.path, cls.name)
-        _check_layout(root, options.masks)
-
-        parts: dict[str, list[Sample]] = {}
-        for split in ("train", "val"):
-            list_file = root / LISTS / f"{split}.txt"
-            if not list_file.is_file():
-                raise SegalError(f"{list_file}: missing; VOC needs {LISTS}/train.txt and val.txt")
-            samples = _from_list(root, list_file, options.masks)
-            assert samples is not None  # strict
-            if not samples:
-                raise SegalError(f"{list_file}: the {split} split is empty; list one image id per line")
-            parts[split] = samples
-        notices: list[str] = []
-        test_list = root / LISTS / "test.txt"
-        test = _from_list(root, test_list, options.masks, strict=False) if test_list.is_file() else None
-        if test:
-            parts["test"] = test
-        else:
-            why = "has ids without masks" if test_list.is_file() else "is missing"
-            notices.append(f"voc: {test_list} {why} (no public test masks); the val split is used for testing")
-
-        datasets: dict[str, VOC] = {}
-        for split, samples in parts.items():
-            sizes = check_headers(samples)
-            dataset = cls(
-                samples, VOC_CLASSES, split=split, labels=labels, resize=resize, scale=scale, sizes=sizes
-            )
-            verify_masks(dataset, options.verify, sizes, f"{_FLAG} verify")
-            datasets[split] = dataset
-        return Splits(datasets["train"], datasets["val"], datasets.get("test"), notices)
+        return load_file_splits(cls, config, VOCOptions, _find)

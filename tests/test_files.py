@@ -1,8 +1,13 @@
-"""Tests of segal_core.imageio: reading, pairing and checking image/mask files."""
+"""Tests of segal_files: reading, pairing and checking image/mask files, and the load template."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -11,19 +16,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from segal_core import SegalError
-from segal_core.imageio import (
+from segal_core import DataConfig, SegalError, Splits
+from segal_files import (
+    ClassTable,
     ColorMap,
     FileDataset,
     LabelMap,
+    Layout,
+    ListLine,
     Sample,
+    SplitFiles,
     check_headers,
     find_files,
+    list_lines,
+    load_file_splits,
     output_size,
     pair_by_id,
     parse_size,
     read_header,
     read_image,
+    read_list,
     read_mask,
     resize_options,
     verify_masks,
@@ -182,6 +194,8 @@ def test_find_files_by_stem_and_suffix(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"")
     assert list(find_files(tmp_path)) == ["a", "b", "c_color", "c_gt"]
     assert find_files(tmp_path, suffix="_gt") == {"c": tmp_path / "c_gt.png"}
+    with pytest.raises(SegalError, match=r"nope: no such folder"):
+        find_files(tmp_path / "nope")
 
 
 def test_find_files_duplicate_stem_is_an_error(tmp_path: Path) -> None:
@@ -269,3 +283,146 @@ def test_sizes_and_options() -> None:
         resize_options("8x16", 0.5)
     with pytest.raises(SegalError, match=r"scale=2\.0: expected a factor in \(0, 1\]"):
         resize_options(None, 2.0)
+
+
+# -- list files ----------------------------------------------------------------------------
+
+
+def test_list_lines_and_read_list(tmp_path: Path) -> None:
+    listing = tmp_path / "train.txt"
+    listing.write_text("a x.png\n\n   \n# note\nb\n")
+    lines = list_lines(listing)
+    assert [line.fields for line in lines] == [("a", "x.png"), ("#", "note"), ("b",)]
+    assert lines[2].where == f"{listing}:5"
+    assert [line.fields[0] for line in list_lines(listing, comments=True)] == ["a", "b"]
+
+    def sample(line: ListLine) -> Sample:
+        return Sample(line.fields[0], tmp_path / "i.png", tmp_path / "m.png")
+
+    listing.write_text("b\na\n")
+    assert [s.id for s in read_list(listing, sample)] == ["b", "a"]  # list order kept
+    listing.write_text("b\na\nb\n")
+    with pytest.raises(SegalError, match=r"train\.txt:3: b is listed twice; remove one line"):
+        read_list(listing, sample)
+    with pytest.raises(SegalError, match=r"gone\.txt: cannot read the list"):
+        list_lines(tmp_path / "gone.txt")
+
+
+# -- the load template ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Options:
+    name: ClassVar[str] = "files"
+
+    verify: str = "auto"
+    size: str | None = None
+    scale: float | None = None
+    tests: bool = True
+
+
+def _find(root: Path, options: _Options, config: DataConfig) -> Layout:
+    """``root/<split>/x.png`` images with ``root/<split>annot/x.png`` masks."""
+    splits = {}
+    for split in ("train", "val", "test") if options.tests else ("train", "val"):
+        images, masks = find_files(root / split), find_files(root / f"{split}annot")
+        samples = pair_by_id(images, masks, image_dir=root / split, mask_dir=root / f"{split}annot")
+        splits[split] = SplitFiles(samples, root / split, "add images")
+    classes = ClassTable(["a", "b", "c"], LabelMap.identity(3, ignore_values=[9]))
+    return Layout(classes, splits, no_test="files: no test; the val split is used for testing", notices=["hello"])
+
+
+def _tree(root: Path, counts: dict[str, int]) -> Path:
+    for split, count in counts.items():
+        for i in range(count):
+            save_rgb(root / split / f"{split}{i}.png", 4, 6, seed=i)
+            save_mask(root / f"{split}annot" / f"{split}{i}.png", np.array([[0, 1, 2, 9, 0, 1]] * 4))
+    return root
+
+
+def _load(root: Path | None, **options: str) -> Splits:
+    return load_file_splits(_Files, DataConfig(path=root, options=options), _Options, _find)
+
+
+def test_load_file_splits(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "d", {"train": 3, "val": 1, "test": 1})
+    splits = _load(root)
+    assert isinstance(splits.train, _Files) and splits.train.split == "train"
+    assert (splits.train.ids, splits.val.ids, splits.test.ids) == (["train0", "train1", "train2"], ["val0"], ["test0"])
+    assert splits.notices == ["hello"] and splits.classes == ["a", "b", "c"]
+    assert splits.val.mask(0)[0].tolist() == [0, 1, 2, 255, 0, 1]
+    no_test = _load(root, tests="false", scale="0.5")
+    assert no_test.test is None and no_test.notices == ["hello", "files: no test; the val split is used for testing"]
+    assert no_test.train.image(0).shape == (3, 2, 3)
+
+
+def test_load_file_splits_refuses_with_one_line(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "d", {"train": 2, "val": 1, "test": 0})
+    (root / "test").mkdir()
+    (root / "testannot").mkdir()
+    with pytest.raises(SegalError, match=r"d/test: the test split is empty; add images"):
+        _load(root)
+    with pytest.raises(SegalError, match=r"--dataset-opt size=4x4 and scale=0\.5: give one of them"):
+        _load(root, size="4x4", scale="0.5")
+    with pytest.raises(SegalError, match=r"--dataset-opt colour=1: 'files' takes no option 'colour'"):
+        _load(root, colour="1")
+    with pytest.raises(SegalError, match=r"--dataset-opt verify='some': expected one of auto, full, header"):
+        _load(root, tests="false", verify="some")
+    with pytest.raises(SegalError, match=r"--dataset files needs --data-path"):
+        _load(None)
+    save_mask(root / "valannot" / "val0.png", np.array([[0, 5, 0, 0, 0, 0]] * 4))
+    with pytest.raises(SegalError, match=r"val0\.png: mask value 5 is not a class id"):
+        _load(root, tests="false")
+    assert _load(root, tests="false", verify="header").val.ids == ["val0"]
+
+
+def test_load_file_splits_needs_train_and_val(tmp_path: Path) -> None:
+    def only_train(root: Path, options: _Options, config: DataConfig) -> Layout:
+        return Layout(ClassTable(["a"]), {"train": SplitFiles([], root, "")}, no_test="")
+
+    with pytest.raises(ValueError, match="files: its layout has no val split"):
+        load_file_splits(_Files, DataConfig(path=tmp_path), _Options, only_train)
+
+
+# -- the example of docs/file-datasets.md ----------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "file-datasets.md"
+
+
+def _doc_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    text = DOC.read_text(encoding="utf-8")
+    after = text.split("`segal_leaves/__init__.py`:", 1)[1]
+    code = after.split("```python\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "segal_leaves" / "__init__.py"
+    path.parent.mkdir()
+    path.write_text(code)
+    spec = importlib.util.spec_from_file_location("segal_leaves", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "segal_leaves", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_documented_plugin_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    leaves = _doc_example(tmp_path, monkeypatch)
+    root = tmp_path / "leaves"
+    stored = np.array([[0, 100, 200, 50]] * 4)
+    for split, count in (("train", 3), ("val", 1)):
+        for i in range(count):
+            save_rgb(root / split / "img" / f"{split}{i}.jpg", 4, 4, seed=i)
+            save_mask(root / split / "gt" / f"{split}{i}_gt.png", stored)
+    load = leaves.Leaves.load
+    splits = load(DataConfig(path=root, options={"scale": "0.5"}))
+    assert splits.train.ids == ["train0", "train1", "train2"] and splits.classes == ["soil", "leaf", "lesion"]
+    assert splits.notices == [f"leaves: no test/ in {root}; the val split is used for testing"]
+    assert load(DataConfig(path=root)).val.mask(0)[0].tolist() == [0, 1, 2, 255]
+    assert splits.val.image(0).shape == (3, 2, 2)
+    assert leaves.segal_register_datasets() == [leaves.Leaves]
+    save_mask(root / "val" / "gt" / "val0_gt.png", np.array([[0, 100, 7, 50]] * 4))
+    with pytest.raises(SegalError, match=r"val0_gt\.png: mask value 7 is not a class id"):
+        load(DataConfig(path=root))
+    with pytest.raises(SegalError, match=r"--num-classes 4: leaves has 3 classes"):
+        load(DataConfig(path=root, num_classes=4))
+    with pytest.raises(SegalError, match=r"no train/img/; expected"):
+        load(DataConfig(path=tmp_path))
