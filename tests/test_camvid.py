@@ -193,3 +193,22 @@ def test_options(small: Path) -> None:
         load(small, crop="1")
     with pytest.raises(SegalError, match=r"--dataset-opt verify='all'"):
         load(small, verify="all")
+
+
+def test_a_frame_in_two_splits_is_refused(small: Path) -> None:
+    frame = sorted((small / "train").iterdir())[0]
+    shutil.copy(frame, small / "val" / frame.name)
+    shutil.copy(small / "trainannot" / frame.name, small / "valannot" / frame.name)
+    message = rf"val/{frame.name}: id '{frame.stem}' is in both the train and the val split \(also .*train/"
+    with pytest.raises(SegalError, match=message):
+        load(small)
+
+
+def test_list_files_in_other_encodings(camvid_mini: Path, tmp_path: Path) -> None:
+    root = make_copy(camvid_mini, tmp_path / "c", {"train": 2, "val": 1}, lists=True)
+    text = (root / "train.txt").read_text()
+    (root / "train.txt").write_text(text, encoding="utf-16")  # Windows "Unicode": with a BOM
+    assert len(load(root).train) == 2
+    (root / "val.txt").write_bytes((root / "val.txt").read_bytes().replace(b"/SegNet", b"/S\xe9gNet", 1))
+    with pytest.raises(SegalError, match=r"val\.txt:1: not UTF-8 text \(byte 0xE9\); save the list as UTF-8"):
+        load(root)

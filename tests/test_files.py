@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import importlib.util
 import sys
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from segal_files import (
     read_image,
     read_list,
     read_mask,
+    read_text,
     resize_options,
     verify_masks,
 )
@@ -426,3 +428,145 @@ def test_the_documented_plugin_works(tmp_path: Path, monkeypatch: pytest.MonkeyP
         load(DataConfig(path=root, num_classes=4))
     with pytest.raises(SegalError, match=r"no train/img/; expected"):
         load(DataConfig(path=tmp_path))
+
+
+# -- unusual files: read right or refused by name ----------------------------------------------
+
+
+def test_read_text_encodings(tmp_path: Path) -> None:
+    path = tmp_path / "list.txt"
+    text = "café\nnaïve x\n"
+    for data in (
+        text.encode("utf-8"),
+        codecs.BOM_UTF8 + text.encode("utf-8"),
+        codecs.BOM_UTF16_LE + text.encode("utf-16-le"),
+        codecs.BOM_UTF16_BE + text.encode("utf-16-be"),
+        text.encode("utf-16"),  # with Python's BOM
+        codecs.BOM_UTF32_LE + text.encode("utf-32-le"),
+    ):
+        path.write_bytes(data)
+        assert read_text(path, "list") == text
+    path.write_bytes(codecs.BOM_UTF8 + b"a\nb\n")
+    assert [line.fields for line in list_lines(path)] == [("a",), ("b",)]  # no BOM in the first id
+
+
+def test_read_text_refuses_other_encodings_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "classes.txt"
+    path.write_bytes("road\nsky\ncafé\n".encode("latin-1"))
+    with pytest.raises(SegalError, match=r"classes\.txt:3: not UTF-8 text \(byte 0xE9\); save the class file as UTF-8"):
+        read_text(path, "class file")
+    path.write_bytes("road\nsky\n".encode("utf-16-le"))  # no BOM
+    with pytest.raises(SegalError, match=r"classes\.txt:1: holds NUL characters \(UTF-16 without a byte-order mark"):
+        read_text(path, "class file")
+    path.write_bytes(codecs.BOM_UTF16_LE + "ab\ncd".encode("utf-16-le") + b"\x00\xd8")  # a lone surrogate
+    with pytest.raises(SegalError, match=r"classes\.txt:2: starts with a UTF-16 byte-order mark but is not UTF-16"):
+        read_text(path, "class file")
+    with pytest.raises(SegalError, match=r"nothere\.txt: cannot read the list"):
+        read_text(tmp_path / "nothere.txt", "list")
+
+
+def _save(path: Path, image: Image.Image, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **kwargs)
+    return path
+
+
+def test_images_of_other_modes(tmp_path: Path) -> None:
+    grey16 = np.array([[0, 257 * 100, 65535, 300]], np.uint16)
+    path = _save(tmp_path / "g16.png", Image.fromarray(grey16))
+    assert read_header(path)[0] == "I;16"
+    assert read_image(path)[:, 0].tolist() == [[0, 100, 255, 1]] * 3  # scaled, not clipped at 255
+    path = _save(tmp_path / "i32.tif", Image.fromarray(grey16.astype(np.int32)))
+    assert read_header(path)[0] == "I" and read_image(path)[0, 0].tolist() == [0, 100, 255, 1]
+    big = _save(tmp_path / "big.tif", Image.fromarray(np.array([[0, 70000]], np.int32)))
+    with pytest.raises(SegalError, match=r"big\.tif: a 32-bit integer \(I\) image with values beyond 16 bits"):
+        read_image(big)
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., :3] = (10, 20, 30)
+    rgba[0, 0, 3] = 255  # the rest transparent: the colours are kept, alpha dropped
+    path = _save(tmp_path / "rgba.png", Image.fromarray(rgba))
+    assert read_image(path)[:, 1, 1].tolist() == [10, 20, 30]
+    path = _save(tmp_path / "la.png", Image.fromarray(np.full((2, 2), 77, np.uint8)).convert("LA"))
+    assert (read_image(path) == 77).all()
+    path = _save(tmp_path / "cmyk.tif", Image.new("CMYK", (2, 2), (0, 255, 255, 0)))
+    assert read_image(path)[:, 0, 0].tolist() == [255, 0, 0]  # Pillow's CMYK -> RGB
+    palette = Image.new("P", (2, 2))
+    palette.putpalette([0, 0, 0, 200, 10, 10] * 128)
+    palette.putdata([1, 0, 1, 0])
+    path = _save(tmp_path / "ptrans.png", palette, transparency=0)
+    assert read_image(path)[:, 0, 0].tolist() == [200, 10, 10]  # no Pillow warning (they are errors here)
+
+
+def test_float_images_are_refused(tmp_path: Path) -> None:
+    path = _save(tmp_path / "f.tif", Image.fromarray(np.array([[0.5, 2.0]], np.float32)))
+    with pytest.raises(SegalError, match=r"f\.tif: a floating-point \(F\) image, whose value range is unknown"):
+        read_image(path)
+    save_mask(tmp_path / "m.png", np.zeros((1, 2)))
+    with pytest.raises(SegalError, match=r"f\.tif: a floating-point \(F\) image"):
+        check_headers([Sample("f", path, tmp_path / "m.png")])
+
+
+def test_masks_in_a_lossy_format_are_refused_whatever_their_name(tmp_path: Path) -> None:
+    save_rgb(tmp_path / "a.png", 16, 16)
+    jpeg = _save(tmp_path / "jpeg.png", Image.fromarray(np.zeros((16, 16), np.uint8)), format="JPEG")
+    message = r"jpeg\.png: mask is a JPEG file named \.png; masks must be lossless PNG, BMP or TIFF"
+    with pytest.raises(SegalError, match=message):
+        check_headers([Sample("a", tmp_path / "a.png", jpeg)])
+    with pytest.raises(SegalError, match=message):
+        read_mask(jpeg)
+    assert read_image(jpeg).shape == (3, 16, 16)  # as an image it is fine
+    tiff = _save(tmp_path / "j.tif", Image.fromarray(np.zeros((16, 16, 3), np.uint8)), compression="jpeg")
+    with pytest.raises(SegalError, match=r"j\.tif: mask is a JPEG-compressed TIFF; masks must be lossless"):
+        read_header(tiff, "mask")
+    gif = _save(tmp_path / "gif.png", Image.fromarray(np.full((16, 16), 2, np.uint8)).convert("P"), format="GIF")
+    assert read_header(gif, "mask")[0] == "P"  # GIF is lossless: read, whatever the name
+
+
+def test_masks_of_other_modes(tmp_path: Path) -> None:
+    save_rgb(tmp_path / "a.png", 2, 2)
+    la = _save(tmp_path / "la.png", Image.fromarray(np.ones((2, 2), np.uint8)).convert("LA"))
+    with pytest.raises(SegalError, match=r"la\.png: a mask with an alpha channel \(LA\)"):
+        check_headers([Sample("a", tmp_path / "a.png", la)])
+    with pytest.raises(SegalError, match=r"la\.png: a mask with an alpha channel \(LA\)"):
+        read_mask(la)
+    f = _save(tmp_path / "f.tif", Image.fromarray(np.ones((2, 2), np.float32)))
+    with pytest.raises(SegalError, match=r"f\.tif: a floating-point \(F\) mask; class ids are whole numbers"):
+        read_mask(f)
+    one = _save(tmp_path / "one.png", Image.fromarray(np.array([[0, 1], [1, 0]], np.uint8) * 255).convert("1"))
+    assert read_mask(one).tolist() == [[0, 1], [1, 0]]
+
+
+def test_colour_masks_with_alpha_and_palettes(tmp_path: Path) -> None:
+    colors = ColorMap({(0, 0, 0): 0, (200, 10, 10): 1})
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[0, 0, :3] = (200, 10, 10)
+    path = _save(tmp_path / "opaque.png", Image.fromarray(rgba))
+    assert read_mask(path, colors=colors).tolist() == [[1, 0], [0, 0]]
+    rgba[1, 1, 3] = 0
+    path = _save(tmp_path / "holes.png", Image.fromarray(rgba))
+    with pytest.raises(SegalError, match=r"holes\.png: colour mask has transparent pixels"):
+        read_mask(path, colors=colors)
+    palette = Image.new("P", (2, 2))
+    palette.putpalette([9, 9, 9, 0, 0, 0, 200, 10, 10] + [0] * 759)  # index 2 is class 1's colour
+    palette.putdata([2, 1, 1, 1])
+    path = _save(tmp_path / "indexed.png", palette)
+    assert read_mask(path, colors=colors).tolist() == [[1, 0], [0, 0]]  # by colour, not by index
+    assert read_mask(path).tolist() == [[2, 1], [1, 1]]  # without colours: index = class id
+
+
+def test_an_id_in_two_splits_is_refused(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "d", {"train": 2, "val": 1, "test": 1})
+    save_rgb(root / "val" / "train1.png", 4, 6)
+    save_mask(root / "valannot" / "train1.png", np.zeros((4, 6)))
+    message = r"val/train1\.png: id 'train1' is in both the train and the val split \(also .*train/train1\.png\)"
+    with pytest.raises(SegalError, match=message):
+        _load(root)
+
+    def twice(root: Path, options: _Options, config: DataConfig) -> Layout:
+        sample = Sample("x", root / "x.png", root / "m.png")
+        files = SplitFiles([sample, sample], root, "")
+        return Layout(ClassTable(["a"]), {"train": files, "val": files}, no_test="")
+
+    with pytest.raises(SegalError, match=r"id 'x' is twice in the train split"):
+        load_file_splits(_Files, DataConfig(path=root), _Options, twice)

@@ -145,9 +145,9 @@ def test_colour_masks_with_palette(tmp_path: Path) -> None:
 def test_ignore_index_option_and_class_file(tmp_path: Path) -> None:
     root = tmp_path
     for split in ("train", "val"):
-        write_pair(root / "images" / split, root / "masks" / split, "a", np.array([[0, 1, 100, 2] * 2] * H))
+        write_pair(root / "images" / split, root / "masks" / split, f"{split}_a", np.array([[0, 1, 100, 2] * 2] * H))
     (root / "classes.txt").write_text("a\nb\nc\n")
-    with pytest.raises(SegalError, match=r"a\.png: mask value 100 is not a class id"):
+    with pytest.raises(SegalError, match=r"train_a\.png: mask value 100 is not a class id"):
         load(root)
     assert load(root, ignore_index="100").train.mask(0)[0].tolist() == [0, 1, 255, 2] * 2
     (root / "classes.txt").write_text("a\nb\nc\nignore_index: 100\n")
@@ -250,3 +250,24 @@ def test_a_whole_run_reports_every_class(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert len(records) == 2
     assert all(list(r["per_class_iou"]) == ["background", "cat", "dog"] for r in records)
+
+
+def test_class_files_in_other_encodings(tmp_path: Path) -> None:
+    names = "background\ncafé\ndog\n"
+    (tmp_path / "classes.txt").write_text(names, encoding="utf-8-sig")  # with a BOM
+    assert read_classes(tmp_path).names == ["background", "café", "dog"]
+    (tmp_path / "classes.txt").write_text(names, encoding="utf-16")
+    assert read_classes(tmp_path).names == ["background", "café", "dog"]
+    (tmp_path / "classes.txt").write_text(names, encoding="latin-1")
+    with pytest.raises(SegalError, match=r"classes\.txt:2: not UTF-8 text \(byte 0xE9\); save the class file as UTF-8"):
+        read_classes(tmp_path)
+    (tmp_path / "classes.json").write_text(json.dumps(["a", "b"]), encoding="utf-8-sig")
+    assert read_classes(tmp_path).names == ["a", "b"]
+
+
+def test_same_stem_in_two_split_folders_is_refused(tmp_path: Path) -> None:
+    for split in ("train", "val"):
+        write_pair(tmp_path / "images" / split, tmp_path / "masks" / split, "x")
+    (tmp_path / "classes.txt").write_text("a\nb\nc\n")
+    with pytest.raises(SegalError, match=r"images/val/x\.png: id 'x' is in both the train and the val split"):
+        load(tmp_path)

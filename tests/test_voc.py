@@ -148,3 +148,14 @@ def test_a_whole_run_reports_every_class(voc: Path, tmp_path: Path) -> None:
     records = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert len(records) == 2 and len(records[0]["queried"]) == 1
     assert all(len(r["per_class_iou"]) == 21 for r in records)
+
+
+def test_list_files_in_other_encodings(voc: Path) -> None:
+    lists = voc / "ImageSets" / "Segmentation"
+    (lists / "train.txt").write_text("\n".join(IDS["train"]) + "\n", encoding="utf-8-sig")
+    (lists / "val.txt").write_text("\r\n".join(IDS["val"]) + "\r\n", encoding="utf-16")
+    splits = load(voc)
+    assert splits.train.ids == IDS["train"] and splits.val.ids == IDS["val"]
+    (lists / "val.txt").write_text("\n".join(IDS["val"]), encoding="utf-16-le")  # no BOM
+    with pytest.raises(SegalError, match=r"val\.txt:1: holds NUL characters"):
+        load(voc)

@@ -16,7 +16,7 @@ import torch
 
 from segal_core import DEFAULT_IGNORE_INDEX, Dataset, SegalError
 
-from .images import check_mask_mode, output_size, read_header, read_image, read_mask
+from .images import check_image_mode, check_mask_mode, output_size, read_header, read_image, read_mask
 from .labels import ColorMap, LabelMap
 from .layout import Sample
 
@@ -30,15 +30,16 @@ VERIFY_MODES = ("auto", "full", "header")
 
 def check_headers(samples: Sequence[Sample], *, colour_masks: bool = False) -> list[tuple[int, int]]:
     """Cheap check of every pair from the file headers (no pixel is decoded): both
-    files are images, the mask has its image's size and (unless ``colour_masks``)
-    one channel.
+    files are images of modes that can be read, the mask is stored losslessly, has its
+    image's size and (unless ``colour_masks``) one channel.
 
     :returns: each image's ``(height, width)``, in sample order.
     :raises SegalError: naming the first file at fault.
     """
     sizes: list[tuple[int, int]] = []
     for sample in samples:
-        _, image_size = read_header(sample.image, "image")
+        image_mode, image_size = read_header(sample.image, "image")
+        check_image_mode(image_mode, sample.image)
         mode, mask_size = read_header(sample.mask, "mask")
         if mask_size != image_size:
             raise SegalError(

@@ -15,6 +15,7 @@ from pathlib import Path
 from segal_core import SegalError
 
 from .images import IMAGE_EXTENSIONS
+from .text import read_text
 
 __all__ = ["ListLine", "Sample", "data_root", "find_files", "list_lines", "pair_by_id", "read_list"]
 
@@ -124,14 +125,11 @@ def list_lines(path: Path, *, comments: bool = False) -> list[ListLine]:
     split on whitespace.
 
     :param comments: skip lines whose first field starts with ``#``.
-    :raises SegalError: the file cannot be read, naming it.
+    :raises SegalError: the file cannot be read or decoded (see
+        :func:`~segal_files.read_text`), naming it.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SegalError(f"{path}: cannot read the list ({exc}); fix or remove it") from None
     entries = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "list").splitlines(), start=1):
         fields = tuple(line.split())
         if fields and not (comments and fields[0].startswith("#")):
             entries.append(ListLine(f"{path}:{number}", fields))

@@ -8,9 +8,10 @@ every file dataset:
 1. read the ``--dataset-opt`` keys into the plugin's options dataclass (unknown keys
    and bad values refused) and check ``size``/``scale``;
 2. check ``--data-path`` is a folder, then call ``find``;
-3. per split: refuse an empty one, check every file's header, build the
+3. refuse a sample id found in two splits (or twice in one);
+4. per split: refuse an empty one, check every file's header, build the
    :class:`~segal_files.FileDataset` and verify its masks (``verify`` option);
-4. return the :class:`~segal_core.Splits`, adding the plugin's "val used for testing"
+5. return the :class:`~segal_core.Splits`, adding the plugin's "val used for testing"
    notice when there is no test split.
 """
 
@@ -104,7 +105,8 @@ def load_file_splits(
     :param find: ``find(root, options, config) -> Layout``: checks the layout under
         ``root`` and lists the splits, raising a :class:`~segal_core.SegalError` naming
         the folder, file or option at fault.
-    :raises SegalError: a bad option, no data folder, an empty split, or a file at fault.
+    :raises SegalError: a bad option, no data folder, an id in two splits, an empty
+        split, or a file at fault.
     """
     chosen = options(**coerce_options(options, config.options, OPTION_FLAG))
     resize, scale = resize_options(chosen.size, chosen.scale)
@@ -113,6 +115,7 @@ def load_file_splits(
     missing = [s for s in ("train", "val") if s not in layout.splits]
     if missing:
         raise ValueError(f"{dataset.name}: its layout has no {' and '.join(missing)} split")
+    _check_disjoint(layout.splits)
     table = layout.classes
     datasets: dict[str, FileDataset] = {}
     for split, files in layout.splits.items():
@@ -128,3 +131,20 @@ def load_file_splits(
     if "test" not in datasets:
         notices.append(layout.no_test)
     return Splits(datasets["train"], datasets["val"], datasets.get("test"), notices)
+
+
+def _check_disjoint(splits: Mapping[str, SplitFiles]) -> None:
+    """Refuse a sample id that stands in two splits (or twice in one), naming the id,
+    both splits and both images."""
+    seen: dict[str, tuple[str, Sample]] = {}
+    for split, files in splits.items():
+        for sample in files.samples:
+            if sample.id not in seen:
+                seen[sample.id] = (split, sample)
+                continue
+            first, other = seen[sample.id]
+            where = f"twice in the {split} split" if first == split else f"in both the {first} and the {split} split"
+            raise SegalError(
+                f"{sample.image}: id {sample.id!r} is {where} (also {other.image}); "
+                "keep each image in one split, under one id"
+            )

@@ -13,6 +13,9 @@ with ``#`` skipped). A line may end with the class colour for colour masks,
      "ignore_index": 255, "ignore_color": [255, 255, 255]}  # optional
 
 (``classes`` may also hold ``{"name": ..., "color": [r, g, b]}`` objects.)
+
+Both are read as UTF-8 (a byte-order mark is fine) or, with a byte-order mark,
+UTF-16; other encodings are refused naming the line (see :func:`segal_files.read_text`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from segal_core import SegalError
+from segal_files import read_text
 
 __all__ = ["CLASS_FILES", "ClassSpec", "read_classes"]
 
@@ -82,7 +86,7 @@ def _read_txt(path: Path) -> ClassSpec:
     names: list[str] = []
     colors: list[RGB | None] = []
     spec = ClassSpec(names=names, source=path)
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "class file").splitlines(), start=1):
         raw = line.strip()
         if not raw or raw.startswith("#"):
             continue
@@ -116,9 +120,10 @@ def _read_txt(path: Path) -> ClassSpec:
 
 
 def _read_json(path: Path) -> ClassSpec:
+    text = read_text(path, "class file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise SegalError(f"{path}: not valid JSON ({exc}); fix the file") from None
     if isinstance(data, list):
         data = {"classes": data}
