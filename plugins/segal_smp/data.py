@@ -1,19 +1,23 @@
-"""Batches for training and evaluation: crops, flips, padding, normalisation.
+"""Batches for training and evaluation: augmentation, padding, normalisation.
 
 Randomness is seeded without the global RNG: the batch sampler draws the order
-and one seed per sample from a ``torch.Generator``; a sample's crop and flip come
-from its own seed, so they do not depend on which DataLoader worker loads it.
+and one seed per sample from a ``torch.Generator``; a sample's augmentation (crop,
+flip, ...: an albumentations transform, see :mod:`segal_smp.augment`) is seeded from
+its own seed, so it does not depend on which DataLoader worker loads it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Sampler
 
 from segal_core import Dataset
+
+from .augment import Augmentation, model_augmentation
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -27,7 +31,6 @@ __all__ = [
     "normalise",
     "pad_masks_to_multiple",
     "pad_to_multiple",
-    "random_crop_flip",
 ]
 
 #: ImageNet statistics, used for every encoder (pretrained or not).
@@ -94,36 +97,25 @@ def pad_masks_to_multiple(masks: torch.Tensor, multiple: int, ignore_index: int)
     return F.pad(masks, (0, pw, 0, ph), value=ignore_index)
 
 
-def random_crop_flip(
-    image: torch.Tensor, mask: torch.Tensor, size: int | None, ignore_index: int, generator: torch.Generator
-) -> Batch:
-    """A random ``size`` x ``size`` crop (padded with 0 / ``ignore_index`` where the
-    image is smaller) and a horizontal flip with probability 1/2. ``size=None`` keeps
-    the whole image (flip only)."""
-    if size is not None:
-        height, width = mask.shape
-        ph, pw = max(0, size - height), max(0, size - width)
-        if ph or pw:
-            image = F.pad(image, (0, pw, 0, ph), value=0)
-            mask = F.pad(mask, (0, pw, 0, ph), value=ignore_index)
-        height, width = mask.shape
-        top = int(torch.randint(height - size + 1, (1,), generator=generator))
-        left = int(torch.randint(width - size + 1, (1,), generator=generator))
-        image = image[:, top : top + size, left : left + size]
-        mask = mask[top : top + size, left : left + size]
-    if bool(torch.rand((), generator=generator) < 0.5):
-        image = image.flip(-1)
-        mask = mask.flip(-1)
-    return image.contiguous(), mask.contiguous()
-
-
 class AugmentedDataset(torch.utils.data.Dataset[Batch]):
     """Training items: indexed by ``(position, seed)`` pairs from
-    :class:`EpochBatchSampler`, each cropped and flipped with its own seed."""
+    :class:`EpochBatchSampler`, each augmented by ``augmentation`` with its own seed.
 
-    def __init__(self, data: Dataset, crop_size: int | None) -> None:
+    A user's transform (a pipeline file or the hook's) is tried once on the first
+    sample when the dataset is made, so a broken one fails in this process as one
+    clear line instead of inside a DataLoader worker.
+    """
+
+    def __init__(self, data: Dataset, augmentation: Augmentation) -> None:
         self.data = data
-        self.crop_size = crop_size
+        self.augmentation = augmentation
+        if augmentation.user and len(data) > 0:
+            augmentation.probe(*data[0])  # a user's transform: fail here, not in a worker
+
+    @classmethod
+    def for_model(cls, data: Dataset, model: Any) -> AugmentedDataset:
+        """``data`` augmented as ``model`` trains (:func:`~segal_smp.augment.model_augmentation`)."""
+        return cls(data, model_augmentation(model))
 
     def __len__(self) -> int:
         return len(self.data)
@@ -131,8 +123,7 @@ class AugmentedDataset(torch.utils.data.Dataset[Batch]):
     def __getitem__(self, key: tuple[int, int]) -> Batch:
         index, seed = key
         image, mask = self.data[index]
-        generator = torch.Generator().manual_seed(seed)
-        return random_crop_flip(image, mask, self.crop_size, self.data.ignore_index, generator)
+        return self.augmentation(image, mask, seed)
 
 
 class IndexedDataset(torch.utils.data.Dataset[Batch]):
