@@ -161,20 +161,23 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
         "dataset_options": dataset_options,
         "num_classes": args.num_classes,
         "model": "unet",
-        "encoder": args.encoder,
-        "encoder_weights": None,
-        "model_options": {"eval_every": 0, "loss": args.loss},  # no validation inside training
+        "model_options": {  # the smp model's own settings
+            "encoder": args.encoder,
+            "encoder_weights": None,
+            "eval_every": 0,  # no validation inside training
+            "loss": args.loss,
+            "epochs": 1,  # at least; the steps below decide
+            "min_steps": args.min_steps,
+            "steps_per_image": args.steps_per_image,
+            "batch_size": args.batch_size,
+            "crop_size": args.crop_size,
+            "lr": args.lr,
+            "precision": args.precision,
+        },
         "seed_ratio": args.seed_ratio,
         "query_ratio": args.query_ratio,
         "rounds": args.rounds,
-        "epochs": 1,  # at least; the steps below decide
-        "min_steps": args.min_steps,
-        "steps_per_image": args.steps_per_image,
-        "batch_size": args.batch_size,
-        "crop_size": args.crop_size,
-        "lr": args.lr,
         "device": args.device,
-        "precision": args.precision,
         "num_workers": args.workers,
         "retrain": args.retrain,
         "progress": False,
@@ -200,12 +203,8 @@ def run_job(spec: Path, threads: int | None) -> int:
     """The body of one subprocess: one ``run_cycle``."""
     from segal_core.cycle import run_cycle
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     data = json.loads(Path(spec).read_text())
-    config = RunConfig(**data["config"])
+    config = RunConfig(**data["config"], threads=threads or None)
     plugins = load_builtin_plugins()
     start = time.perf_counter()
     run_cycle(config, plugins=plugins, echo=lambda line: print(line, flush=True))

@@ -127,17 +127,11 @@ def load_train(args: argparse.Namespace, plugins: Any) -> tuple[Dataset, Dataset
 
 def build_model(args: argparse.Namespace, plugins: Any, **overrides: Any) -> Model:
     """A Unet with random weights (seed 0: every call gives the same network)."""
-    config = ModelConfig(
-        num_classes=args.num_classes,
-        encoder=args.encoder,
-        encoder_weights=None,
-        device=args.device,
-        precision=args.precision,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        seed=0,
-    )
-    return plugins.registry.model("unet")(replace(config, **overrides))
+    options = {"encoder": args.encoder, "encoder_weights": None, "precision": args.precision,
+               "batch_size": args.batch_size, **overrides}  # the smp model's own settings
+    config = ModelConfig(num_classes=args.num_classes, device=args.device, num_workers=args.workers, seed=0,
+                         options=options)
+    return plugins.registry.model("unet")(config)
 
 
 def repeat_view(data: Dataset, size: int) -> DatasetView:
@@ -361,17 +355,19 @@ def measure_round(args: argparse.Namespace, plugins: Any) -> dict[str, Any]:
             dataset_options=options,
             num_classes=args.num_classes,
             model="unet",
-            encoder=args.encoder,
+            model_options={
+                "encoder": args.encoder,
+                "epochs": args.round_epochs,
+                "min_steps": 0,
+                "batch_size": args.batch_size,
+                "crop_size": args.crop_size,
+                "precision": args.precision,
+            },
             strategy="entropy",
             seed_ratio=0.1,
             query_ratio=0.1,
             rounds=2,
-            epochs=args.round_epochs,
-            min_steps=0,
-            batch_size=args.batch_size,
-            crop_size=args.crop_size,
             device=args.device,
-            precision=args.precision,
             num_workers=args.workers,
             out=str(Path(tmp) / "run"),
             progress=False,

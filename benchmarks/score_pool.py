@@ -81,15 +81,10 @@ def build_model(args: argparse.Namespace):  # noqa: ANN201 - a segal_core.Model
     from segal_core.testing import TinyModel
 
     options: dict[str, object] = {}
-    config = ModelConfig(
-        num_classes=args.classes,
-        encoder=args.encoder,
-        encoder_weights=None,
-        device=args.device,
-        precision=args.precision,
-        batch_size=args.batch_size,
-        options=options,
-    )
+    if args.model != "tiny":  # the smp model's own settings
+        options.update(encoder=args.encoder, encoder_weights=None, precision=args.precision,
+                       batch_size=args.batch_size)
+    config = ModelConfig(num_classes=args.classes, device=args.device, options=options)
     if args.model == "tiny":
         return TinyModel(config)
     return registry().model(args.model)(config)

@@ -1,57 +1,72 @@
 """SegAL core: interfaces, hook specs, the plugin manager and the active-learning cycle.
 
 Everything public is re-exported here; the work sits in small modules named by
-what they hold.
+what they hold. The names are imported when first used, so ``import segal_core``
+(and ``segal --help``) does not import torch.
 """
 
 from __future__ import annotations
 
-from .dataset import DEFAULT_IGNORE_INDEX, DataConfig, Dataset, DatasetView, Splits
+from importlib import metadata
+from typing import TYPE_CHECKING
+
 from .errors import SegalError
+from .lazy import lazy_exports
 from .markers import hookimpl, hookspec
-from .model import EvalResult, Model, ModelConfig, TrainResult
-from .oracle import Annotation, Oracle
-from .plugins import (
-    DISABLE_ENV,
-    ENTRY_POINT_GROUP,
-    PluginError,
-    PluginInfo,
-    Plugins,
-    load_plugins,
-    registry,
-)
-from .registry import Registry
-from .strategy import REDUCTIONS, PoolContext, Strategy, UncertaintyStrategy, reduce_pixels
 
-__version__ = "0.2.0"
+try:
+    #: The installed distribution's version: ``pyproject.toml`` is the one source.
+    __version__ = metadata.version("segal")
+except metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
+    __version__ = "0+unknown"
 
-__all__ = [
-    "DEFAULT_IGNORE_INDEX",
-    "DISABLE_ENV",
-    "ENTRY_POINT_GROUP",
-    "Annotation",
-    "DataConfig",
-    "Dataset",
-    "DatasetView",
-    "EvalResult",
-    "Model",
-    "ModelConfig",
-    "Oracle",
-    "PluginError",
-    "PluginInfo",
-    "Plugins",
-    "PoolContext",
-    "REDUCTIONS",
-    "Registry",
-    "SegalError",
-    "Splits",
-    "Strategy",
-    "TrainResult",
-    "UncertaintyStrategy",
-    "__version__",
-    "hookimpl",
-    "hookspec",
-    "load_plugins",
-    "reduce_pixels",
-    "registry",
-]
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "DEFAULT_IGNORE_INDEX": "dataset",
+    "DataConfig": "dataset",
+    "Dataset": "dataset",
+    "DatasetView": "dataset",
+    "Splits": "dataset",
+    "EvalResult": "model",
+    "Model": "model",
+    "ModelConfig": "model",
+    "TrainResult": "model",
+    "Annotation": "oracle",
+    "Oracle": "oracle",
+    "DISABLE_ENV": "plugins",
+    "ENTRY_POINT_GROUP": "plugins",
+    "PluginError": "plugins",
+    "PluginInfo": "plugins",
+    "Plugins": "plugins",
+    "load_plugins": "plugins",
+    "registry": "plugins",
+    "Registry": "registration",
+    "REDUCTIONS": "strategy",
+    "PoolContext": "strategy",
+    "Strategy": "strategy",
+    "UncertaintyStrategy": "strategy",
+    "reduce_pixels": "strategy",
+    "RunConfig": "config",
+    "Run": "run",
+    "run_cycle": "cycle",
+    "resume_run": "cycle",
+    "RunOption": "cliopts",
+}
+
+__all__ = sorted([*_EXPORTS, "SegalError", "__version__", "hookimpl", "hookspec"])
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .cliopts import RunOption
+    from .config import RunConfig
+    from .cycle import resume_run, run_cycle
+    from .dataset import DEFAULT_IGNORE_INDEX, DataConfig, Dataset, DatasetView, Splits
+    from .model import EvalResult, Model, ModelConfig, TrainResult
+    from .oracle import Annotation, Oracle
+    from .plugins import DISABLE_ENV, ENTRY_POINT_GROUP, PluginError, PluginInfo, Plugins, load_plugins, registry
+    from .registration import Registry
+    from .run import Run
+    from .strategy import REDUCTIONS, PoolContext, Strategy, UncertaintyStrategy, reduce_pixels

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import threading
@@ -13,10 +14,13 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from .config import RunConfig
+from .cliopts import RunOption
+from .config import OPTION_MAPS, RunConfig, load_config_file
 from .errors import SegalError
 from .options import parse_pairs
 from .plugins import DISABLE_ENV, Plugins, load_plugins
+from .rundir import RunDir
+from .threads import prepare_environment
 
 __all__ = ["build_cli", "main", "run_main"]
 
@@ -41,8 +45,12 @@ def blocked_from_argv(argv: Sequence[str]) -> list[str]:
 
 # -- segal run -------------------------------------------------------------------
 
-# (names, dest, click kwargs); the original SegAL spellings are kept as aliases.
+# (names, dest, click kwargs); the original SegAL spellings are kept as aliases. The
+# model's own settings (--encoder, --epochs, --lr, ...) are added by the model plugin.
 RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
+    (("--config",), "config_file", {"type": click.Path(path_type=Path, dir_okay=False),
+                                    "help": "Settings from a TOML or JSON file (keys of RunConfig; a run's "
+                                    "config.json works). Options given here win."}),
     (("--dataset",), "dataset", {"default": "synthetic", "show_default": True,
                                  "help": "Dataset plugin name (see `segal plugins`)."}),
     (("--data-path", "--data_path"), "data_path", {"help": "The dataset's folder."}),
@@ -51,12 +59,9 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--num-classes", "--num_classes"), "num_classes", {"type": int,
                                                          "help": "Classes (dataset default if not given)."}),
     (("--model", "--model_name"), "model", {"default": "unet", "show_default": True,
-                                            "help": "Model architecture."}),
-    (("--encoder",), "encoder", {"default": "resnet18", "show_default": True, "help": "Encoder (backbone)."}),
-    (("--encoder-weights", "--encoder_weights"), "encoder_weights",
-     {"default": "none", "show_default": True, "help": "'imagenet' or 'none' (needs no download)."}),
+                                            "help": "Model (see `segal plugins`)."}),
     (("--model-opt",), "model_opt", {"multiple": True, "metavar": "KEY=VALUE",
-                                     "help": "Option for the model (repeatable)."}),
+                                     "help": "Setting of the model (repeatable); see docs/models.md."}),
     (("--strategy",), "strategy", {"default": "entropy", "show_default": True,
                                    "help": "Query strategy; SegAL names (LeastConfidence, ...) accepted."}),
     (("--strategy-opt",), "strategy_opt", {"multiple": True, "metavar": "KEY=VALUE",
@@ -71,22 +76,10 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--query-size",), "query_size", {"type": int, "help": "Samples queried per round (overrides --query-ratio)."}),
     (("--rounds",), "rounds", {"type": int, "help": "Rounds to record (default: until the pool is exhausted)."}),
     (("--budget",), "budget", {"type": float, "help": "Stop at this labelled fraction of the pool."}),
-    (("--epochs", "--n_epoch"), "epochs", {"type": int, "default": 4, "show_default": True,
-                                           "help": "Training epochs per round."}),
-    (("--min-steps",), "min_steps", {"type": int, "default": 40, "show_default": True,
-                                     "help": "Train at least this many steps per round (plus --steps-per-image x labelled)."}),
-    (("--steps-per-image",), "steps_per_image", {"type": float, "default": 1.0, "show_default": True,
-                                                 "help": "Extra training steps per labelled image, each round."}),
-    (("--batch-size", "--batch_size"), "batch_size", {"type": int, "default": 8, "show_default": True,
-                                                       "help": "Training batch size (inference uses more)."}),
-    (("--crop-size", "--crop_size"), "crop_size", {"type": int, "help": "Random square training crops."}),
-    (("--lr", "--learning_rate"), "lr", {"type": float, "default": 1e-3, "show_default": True,
-                                              "help": "Peak learning rate (AdamW, warm-up then cosine)."}),
     (("--device",), "device", {"default": "auto", "show_default": True, "help": "auto, cpu, cuda or cuda:N."}),
-    (("--precision",), "precision", {"type": click.Choice(["auto", "fp32", "bf16", "fp16"]), "default": "auto",
-                                     "show_default": True,
-                                     "help": "auto: bf16 (fp16 on older cards) on CUDA, fp32 on the CPU."}),
     (("--num-workers", "--num_workers"), "num_workers", {"type": int, "help": "DataLoader workers."}),
+    (("--threads",), "threads", {"type": int, "help": "CPU threads (default: $SEGAL_THREADS, else from the "
+                                 "cores this process may use); see docs/threads.md."}),
     (("--seed", "--random_seed"), "seed", {"type": int, "default": 0, "show_default": True,
                                               "help": "Seeds the seed set, the networks, data order and random queries."}),
     (("--retrain",), "retrain", {"type": click.Choice(["scratch", "finetune"]), "default": "scratch",
@@ -101,22 +94,64 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
 # CLI dest -> RunConfig field where they differ.
 _FIELD = {"dataset_opt": "dataset_options", "model_opt": "model_options",
           "strategy_opt": "strategy_options", "oracle_opt": "oracle_options"}
+# CLI dests that are not RunConfig fields.
+_NOT_FIELDS = ("resume", "no_progress", "config_file")
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
 
 
 def _config_values(params: dict[str, Any], given: set[str]) -> dict[str, Any]:
-    """Map CLI values onto ``RunConfig`` fields; returns only ``given`` ones when asked."""
+    """Map the ``given`` CLI values onto ``RunConfig`` fields."""
     out: dict[str, Any] = {}
     for dest, value in params.items():
-        if dest in ("resume", "no_progress") or dest not in given:
+        if dest in _NOT_FIELDS or dest not in given:
             continue
         if dest in _FIELD:
-            flag = "--" + dest.replace("_", "-")
-            out[_FIELD[dest]] = parse_pairs(value, flag)
-        elif dest == "encoder_weights":
-            out[dest] = None if str(value).lower() in ("none", "null", "") else value
+            out[_FIELD[dest]] = parse_pairs(value, "--" + dest.replace("_", "-"))
         else:
             out[dest] = value
+    if "no_progress" in given and params.get("no_progress"):
+        out["progress"] = False
     return out
+
+
+def _plugin_values(ctx: click.Context, options: Sequence[click.Option], params: dict[str, Any],
+                   only_given: bool) -> dict[str, Any]:
+    """The values of the options plugins added, as ``RunConfig`` fields: a
+    :class:`RunOption` sets one key of its map (only when given); any other option
+    goes to ``plugin_options``."""
+    out: dict[str, dict[str, Any]] = {}
+    for opt in options:
+        name = opt.name or ""
+        given = _given(ctx, name)
+        if isinstance(opt, RunOption):
+            if given:
+                out.setdefault(opt.target, {})[opt.key] = params[name]
+        elif given or not only_given:
+            out.setdefault("plugin_options", {})[name] = params[name]
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``; option maps are merged key by key."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if key in OPTION_MAPS and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _check_flag_clashes(flags: dict[str, Any], pairs: dict[str, Any], options: Sequence[click.Option]) -> None:
+    """``--encoder x`` and ``--model-opt encoder=y`` on one command line: refuse."""
+    for opt in options:
+        if isinstance(opt, RunOption) and opt.key in flags.get(opt.target, {}) and opt.key in pairs.get(opt.target, {}):
+            flag = opt.opts[0]
+            pair_flag = "--" + opt.target.replace("_options", "-opt")
+            raise SegalError(f"{flag} and {pair_flag} {opt.key}=... both given; keep one")
 
 
 def _make_run_command(plugins: Plugins) -> click.Command:
@@ -125,7 +160,7 @@ def _make_run_command(plugins: Plugins) -> click.Command:
     owner.update({f"--{dest.replace('_', '-')}": "segal" for _, dest, _ in RUN_OPTIONS})
     for impl in plugins.manager.hook.segal_cli_options.get_hookimpls():
         for opt in plugins.call_impl(impl, "segal_cli_options") or ():
-            for flag in (*opt.opts, f"dest:{opt.name}"):
+            for flag in (*opt.opts, *opt.secondary_opts, f"dest:{opt.name}"):
                 if flag in owner:
                     raise SegalError(
                         f"option {flag.removeprefix('dest:')} of segal run is claimed by both "
@@ -139,26 +174,33 @@ def _make_run_command(plugins: Plugins) -> click.Command:
         from .cycle import resume_run, run_cycle
 
         ctx = click.get_current_context()
-        plugin_values = {k: params.pop(k) for k in list(params) if k in plugin_dests}
-        given = {k for k in params if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
-        echo = click.echo
+        plugin_given = _plugin_values(ctx, plugin_options, params, only_given=True)
+        plugin_all = _plugin_values(ctx, plugin_options, params, only_given=False)
+        for key in plugin_dests:
+            params.pop(key, None)
+        given = {k for k in params if _given(ctx, k)}
+        pairs = _config_values(params, given)
+        _check_flag_clashes(plugin_given, pairs, plugin_options)
+        command_line = _merge(pairs, plugin_given)
         if params["resume"]:
-            overrides = _config_values(params, given)
-            if params["no_progress"]:
-                overrides["progress"] = False
-            given_plugin = {k: v for k, v in plugin_values.items()
-                            if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
-            if given_plugin:
-                overrides["plugin_options"] = given_plugin
-            if "out" in overrides:
+            if params["config_file"] is not None:
+                raise SegalError(
+                    f"--config with --resume {params['resume']}: a resumed run keeps its own config.json; drop --config"
+                )
+            if "out" in command_line:
                 raise SegalError(f"--out with --resume {params['resume']}: a resumed run stays in its folder; drop --out")
-            history = resume_run(params["resume"], overrides, plugins=plugins, echo=echo)
+            history = resume_run(params["resume"], command_line, plugins=plugins, echo=click.echo)
         else:
-            values = _config_values(params, set(params))
-            config = RunConfig(**values, progress=not params["no_progress"], plugin_options=plugin_values,
-                               blocked=list(plugins.blocked))
-            history = run_cycle(config, plugins=plugins, echo=echo)
-        echo(curve_table(history))
+            defaults = _config_values(params, set(params) - given)
+            defaults["plugin_options"] = plugin_all.get("plugin_options", {})
+            from_file = load_config_file(params["config_file"]) if params["config_file"] is not None else {}
+            values = _merge(_merge(defaults, from_file), command_line)
+            values["blocked"] = list(plugins.blocked)
+            config = RunConfig(**values)
+            if config.out:
+                RunDir.check_new(Path(config.out))  # in the command line's words
+            history = run_cycle(config, plugins=plugins, echo=click.echo)
+        click.echo(curve_table(history))
 
     params: list[click.Parameter] = [click.Option([*names, dest], **kw) for names, dest, kw in RUN_OPTIONS]
     params.extend(plugin_options)
@@ -235,15 +277,34 @@ def build_cli(plugins: Plugins) -> click.Group:
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
     @click.option("-p", "plugin_flags", multiple=True, metavar="no:NAME",
                   help=f"Block a plugin (also ${DISABLE_ENV}=a,b).")
+    @click.option("-v", "--verbose", count=True, help="More messages on stderr (-vv: debug).")
+    @click.option("-q", "--quiet", count=True, help="Only warnings and errors on stderr.")
     @click.version_option(package_name="segal", prog_name="segal")
-    def cli(plugin_flags: tuple[str, ...]) -> None:
+    def cli(plugin_flags: tuple[str, ...], verbose: int, quiet: int) -> None:
         """SegAL: active learning for semantic segmentation."""
+        configure_logging(verbose - quiet)
 
     cli.add_command(_make_run_command(plugins))
     cli.add_command(_make_plugins_command(plugins))
     cli.add_command(report_command)
     plugins.call("segal_cli_commands", cli=cli)
     return cli
+
+
+def configure_logging(level: int) -> None:
+    """The ``segal`` logger on stderr: notices (INFO) by default, warnings only at
+    ``level < 0`` (``-q``), debug at ``level > 0`` (``-v``). Progress bars are not
+    affected. Called by the CLI only: a notebook configures logging itself."""
+    logger = logging.getLogger("segal")
+    for handler in list(logger.handlers):
+        if getattr(handler, "segal_cli", False):
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.segal_cli = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if level < 0 else logging.DEBUG if level > 0 else logging.INFO)
+    logger.propagate = False
 
 
 class Terminated(KeyboardInterrupt):
@@ -261,6 +322,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     hook, 130 interrupted by SIGINT, 143 by SIGTERM (both resumable).
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    prepare_environment()  # before torch loads its OpenMP runtime: see segal_core.threads
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)

@@ -18,8 +18,10 @@ if TYPE_CHECKING:
     import click
     import torch
 
-    from .cycle import Run
+    from .config import RunConfig
+    from .dataset import Splits
     from .oracle import Annotation
+    from .run import Run
 
 # -- registration --------------------------------------------------------------
 
@@ -76,9 +78,12 @@ def segal_cli_options() -> Sequence[click.Option]:
     """Add options to ``segal run``.
 
     :returns: a list of :class:`click.Option`; their values reach the run as
-        ``run.config.plugin_options[<option name>]``.
+        ``run.config.plugin_options[<option name>]``. A :class:`segal_core.RunOption`
+        instead sets one key of a plugin's settings (``--encoder`` for
+        ``model_options["encoder"]``), and only when the user gives it.
 
-    Called when the CLI is built. Name options after your plugin to avoid clashes.
+    Called when the CLI is built, also for ``--help``: import nothing heavy (torch)
+    in the module that implements it. Name options after your plugin to avoid clashes.
     """
 
 
@@ -89,6 +94,25 @@ def segal_cli_commands(cli: click.Group) -> None:
     :param cli: the top-level ``segal`` group; call ``cli.add_command(...)``.
 
     Called when the CLI is built.
+    """
+
+
+# -- set-up ------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def segal_train_augmentation(config: RunConfig, splits: Splits) -> object | None:
+    """Give the model a training augmentation of your own.
+
+    :param config: the run's settings.
+    :param splits: the dataset's splits (classes, ignore index, sizes).
+    :returns: the augmentation, or ``None`` to leave the model's own. It reaches the
+        model as ``ModelConfig.augmentation``; what it must be is the model plugin's
+        rule (the smp models take an albumentations transform called as
+        ``t(image=HWC uint8 array, mask=HW array)``).
+
+    Called once per run (and per resume), before the model is built. Stops at the
+    first non-None result.
     """
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,42 +17,29 @@ __all__ = ["EvalResult", "Model", "ModelConfig", "TrainResult"]
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything a model needs to build and train itself.
+    """What the core gives every model; the model's own settings are in ``options``.
 
     :param num_classes: output channels (logits ``[B, num_classes, H, W]``).
     :param ignore_index: mask value ignored by the loss and the metrics.
-    :param encoder: backbone name (``--encoder``).
-    :param encoder_weights: ``"imagenet"`` or ``None`` (``--encoder-weights none``).
-    :param device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    :param precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
-    :param epochs: training epochs per round (at least).
-    :param min_steps: train at least ``min_steps + steps_per_image x len(train)``
-        optimiser steps (rounded up to whole epochs), so that small labelled sets
-        still get a real schedule and larger ones a longer one.
-    :param steps_per_image: see ``min_steps``.
-    :param batch_size: training (and default inference) batch size.
-    :param crop_size: side of the random square training crops, ``None`` = whole images.
-    :param lr: peak learning rate.
-    :param num_workers: DataLoader workers (``None`` = a sensible default).
-    :param seed: seed for weight init and data order.
-    :param options: ``--model-opt key=value`` pairs for the model class.
+    :param device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (``--device``).
+    :param num_workers: DataLoader workers (``None`` = the model's default, within the
+        run's thread budget).
+    :param seed: seed for weight init and data order (the cycle derives one per round).
+    :param options: the model plugin's own settings: ``--model-opt key=value`` pairs
+        and the flags the plugin adds to ``segal run`` (``--encoder``, ``--lr``, ...
+        for the smp models). The model class defines, defaults and validates them.
+    :param augmentation: a training augmentation returned by a
+        ``segal_train_augmentation`` hook, or ``None`` (the model's own); what it must
+        be is up to the model plugin (an albumentations transform for the smp models).
     """
 
     num_classes: int
     ignore_index: int = 255
-    encoder: str = "resnet18"
-    encoder_weights: str | None = None
     device: str = "auto"
-    precision: str = "auto"
-    epochs: int = 1
-    min_steps: int = 0
-    steps_per_image: float = 0.0
-    batch_size: int = 8
-    crop_size: int | None = None
-    lr: float = 1e-3
     num_workers: int | None = None
     seed: int = 0
     options: Mapping[str, object] = field(default_factory=dict)
+    augmentation: object | None = None
 
 
 @dataclass
@@ -91,7 +77,8 @@ class TrainResult:
     val_result: EvalResult | None = None
 
 
-#: Called by long loops as ``progress(phase, done, total)``.
+#: Called by long loops as ``progress(phase, done, total)``: ``train`` counts optimiser
+#: steps, ``evaluate`` batches and ``score`` images (the progress bars say so).
 Progress = Callable[[str, int, int], None]
 
 
@@ -148,18 +135,11 @@ class Model(abc.ABC):
     def load(self, path: Path) -> None:
         """Read weights written by :meth:`save` (safely: no code runs)."""
 
-    def epochs_for(self, train_size: int, steps_per_epoch: int) -> int:
-        """Epochs to run on ``train_size`` images: ``config.epochs``, or more to reach
-        ``min_steps + steps_per_image x train_size`` steps."""
-        wanted = self.config.min_steps + self.config.steps_per_image * train_size
-        return max(self.config.epochs, math.ceil(wanted / max(1, steps_per_epoch)))
-
     def inference_batch_size(self) -> int:
-        """Batch size for pool scoring and evaluation."""
-        return self.config.batch_size
+        """Batch size for pool scoring and evaluation (override: a model knows its
+        memory)."""
+        return 8
 
     def loader_workers(self) -> int:
         """DataLoader workers for this model's device."""
-        if self.config.num_workers is not None:
-            return self.config.num_workers
-        return 0 if self.device.type == "cpu" else 8
+        return self.config.num_workers if self.config.num_workers is not None else 0

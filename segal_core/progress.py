@@ -5,7 +5,11 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-__all__ = ["Bars"]
+__all__ = ["UNITS", "Bars"]
+
+#: What each phase's ``done`` counts (the :data:`segal_core.model.Progress` contract):
+#: training counts optimiser steps, evaluation batches, pool scoring images.
+UNITS = {"train": "step", "evaluate": "batch", "score": "img"}
 
 
 class Bars:
@@ -26,7 +30,7 @@ class Bars:
 
         bar = self._bars.get(phase)
         if bar is None:
-            bar = tqdm(total=total, desc=phase, leave=False, unit="img", dynamic_ncols=True)
+            bar = tqdm(total=total, desc=phase, leave=False, unit=UNITS.get(phase, "it"), dynamic_ncols=True)
             self._bars[phase] = bar
         bar.total = total
         bar.n = done

@@ -7,11 +7,13 @@ Files (see ``docs/run-directory.md``):
 - ``state.json``    the commit point: completed rounds, the labelled ledger, the
   checkpoint's file name. Written last at the end of each round.
 - ``model-rNNN.safetensors`` the latest round's weights (no pickle).
-- ``labels/ID.png`` partial masks returned by an oracle, when not the ground truth.
-- ``curve.png``     mIoU against labelled fraction.
+- ``labels/ID-HASH.png`` partial masks returned by an oracle (:meth:`RunDir.write_mask`).
+- ``curve.png``     mIoU against labelled fraction (drawn by the built-in
+  ``segal_curve`` plugin, not by the core).
 
 Every file is written to a temporary name and renamed into place, so a kill at any
-moment leaves either the old or the new file, never half of one. ``history.jsonl``
+moment leaves either the old or the new file, never half of one; files get the
+permissions of the user's umask (``0644`` with the usual ``022``). ``history.jsonl``
 lines beyond ``state.json``'s ``completed_rounds`` are ignored on resume.
 """
 
@@ -29,18 +31,43 @@ from typing import Any
 
 from .errors import SegalError
 
-__all__ = ["FORMAT_VERSION", "LedgerEntry", "RunDir", "RunState", "atomic_write"]
+__all__ = ["FORMAT_VERSION", "LedgerEntry", "RunDir", "RunState", "atomic_write", "new_file_mode"]
 
-FORMAT_VERSION = 1
+#: 2: the model's settings moved from config.json's top level into ``model_options``
+#: (format-1 folders are read and resumed as before).
+FORMAT_VERSION = 2
 CONFIG = "config.json"
 HISTORY = "history.jsonl"
 STATE = "state.json"
+LABELS = "labels"
+
+
+def new_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file: ``0o666`` less the
+    umask (``0644`` with the usual ``022``)."""
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync, then rename."""
+    """Write ``data`` to ``path`` through a temporary file, fsync, then rename; the
+    file gets the mode a plain ``open()`` would give it (the umask applied)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -122,16 +149,32 @@ class RunDir:
     # -- creating and opening -------------------------------------------------
 
     @staticmethod
-    def check_new(path: Path) -> None:
-        """``--out`` must be a new or empty, writable folder."""
+    def is_run(path: Path) -> bool:
+        """Whether ``path`` holds a run (its ``config.json`` or ``state.json``)."""
+        return (path / STATE).is_file() or (path / CONFIG).is_file()
+
+    @staticmethod
+    def check_new(path: Path, flag: str = "--out") -> None:
+        """The output folder must be new or empty, and writable. ``flag`` names it in
+        the caller's words: ``--out`` on the command line, ``out=`` in Python."""
+        api = flag.endswith("=")
+        where = f"{flag}{str(path)!r}" if api else f"{flag} {path}"
+        other = "another out=" if api else "another --out"
         if path.exists() and not path.is_dir():
-            raise SegalError(f"--out {path}: is a file, not a folder; pick another --out")
+            raise SegalError(f"{where}: is a file, not a folder; pick {other}")
         if path.is_dir() and any(path.iterdir()):
-            hint = f"resume it with --resume {path}" if (path / STATE).exists() or (path / CONFIG).exists() else "pick an empty or new folder"
-            raise SegalError(f"--out {path}: folder is not empty; {hint} (nothing was changed)")
+            if RunDir.is_run(path):
+                hint = (
+                    "continue it with resume_run(out) or run_cycle(config, if_exists='resume'), or start "
+                    "again with if_exists='replace'" if api else f"resume it with --resume {path}, "
+                    "or pick another --out"
+                )
+            else:
+                hint = "pick an empty or new folder"
+            raise SegalError(f"{where}: folder is not empty; {hint} (nothing was changed)")
         probe = path if path.is_dir() else next((p for p in path.parents if p.exists()), Path("."))
         if not os.access(probe, os.W_OK | os.X_OK):
-            raise SegalError(f"--out {path}: {probe} is not writable; pick another --out")
+            raise SegalError(f"{where}: {probe} is not writable; pick {other}")
 
     @classmethod
     def open_existing(cls, path: Path) -> RunDir:
@@ -187,6 +230,55 @@ class RunDir:
         if state is not None:
             records = records[: state.completed_rounds]
         return records
+
+    # -- partial masks (labels/) ------------------------------------------------
+
+    def write_mask(self, sample_id: str, mask: Any, *, who: str) -> str:
+        """Write an oracle's partial mask for ``sample_id`` as a PNG under ``labels/``
+        (8-bit, or 16-bit for ids above 255); returns its name relative to the run
+        folder. File names are readable and distinct (a hash of the id is added).
+
+        :param mask: an integer tensor ``[H, W]``; :param who: names the oracle in
+            errors.
+        """
+        import hashlib
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        folder = self.path / LABELS
+        folder.mkdir(exist_ok=True)
+        readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in sample_id)[:80]
+        digest = hashlib.sha1(sample_id.encode()).hexdigest()[:10]
+        name = f"{readable}-{digest}.png"
+        values = mask.detach().cpu().numpy()
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise SegalError(f"{who}: the mask for {sample_id!r} holds values outside 0..65535")
+        buf = io.BytesIO()
+        Image.fromarray(values.astype(np.uint8 if values.max(initial=0) < 256 else np.uint16)).save(buf, format="PNG")
+        atomic_write(folder / name, buf.getvalue())
+        return f"{LABELS}/{name}"
+
+    def read_masks(self, ledger: Mapping[str, LedgerEntry]) -> dict[str, Any]:
+        """The ledger's partial masks (id -> int64 tensor), read back from ``labels/``."""
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        out: dict[str, Any] = {}
+        for sid, entry in ledger.items():
+            if not entry.mask_file:
+                continue
+            file = self.path / entry.mask_file
+            try:
+                with Image.open(file) as img:
+                    out[sid] = torch.from_numpy(np.array(img).astype("int64"))
+            except FileNotFoundError:
+                raise SegalError(f"{file}: missing; the run folder is damaged (its ledger names it)") from None
+            except OSError as exc:
+                raise SegalError(f"{file}: not a readable PNG ({exc}); the run folder is damaged") from None
+        return out
 
     def clean_temporaries(self) -> None:
         for tmp in self.path.glob(".*.tmp"):

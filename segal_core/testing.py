@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -25,6 +26,7 @@ import torch
 
 from .dataset import DataConfig, Dataset, Splits
 from .errors import SegalError
+from .options import coerce_options
 from .model import EvalResult, Model, ModelConfig, Progress, TrainResult
 from .strategy import PoolContext, Strategy, UncertaintyStrategy
 
@@ -92,14 +94,34 @@ def _resolve_device(name: str) -> torch.device:
     return device
 
 
+@dataclass(frozen=True)
+class TinyOptions:
+    """The settings of :class:`TinyModel` (``--model-opt key=value``)."""
+
+    name: ClassVar[str] = "tiny"
+
+    kernel_size: int = 1
+    scale: float = 1.0
+    epochs: int = 1
+    lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise SegalError(f"--model-opt kernel_size={self.kernel_size}: must be an odd number >= 1")
+        if self.epochs < 1:
+            raise SegalError(f"--model-opt epochs={self.epochs}: must be at least 1")
+
+
 class TinyModel(Model):
     """A per-pixel network (one ``kernel_size`` convolution, 1 by default) that is
     cheap enough for unit tests. Padding an image therefore never changes the logits
     of its own pixels when ``kernel_size`` is 1.
 
     ``calls`` counts :meth:`logits` calls (to check that a strategy never runs the
-    model). ``config.options`` may hold ``kernel_size`` (odd int) and ``scale`` (the
-    weights' spread: larger = more confident logits).
+    model). Its settings (``config.options``, as :class:`TinyOptions`): ``kernel_size``
+    (odd int), ``scale`` (the weights' spread: larger = more confident logits),
+    ``epochs`` and ``lr``. A second model plugin needs nothing from the core but
+    :class:`~segal_core.model.ModelConfig`: this one is the proof.
     """
 
     name: ClassVar[str] = "tiny"
@@ -107,9 +129,9 @@ class TinyModel(Model):
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__(config or ModelConfig(num_classes=4, device="cpu"))
-        options = self.config.options
-        self.kernel_size = int(options.get("kernel_size", 1))  # type: ignore[call-overload]
-        self.scale = float(options.get("scale", 1.0))  # type: ignore[arg-type]
+        self.options = TinyOptions(**coerce_options(TinyOptions, dict(self.config.options), "--model-opt"))
+        self.kernel_size = self.options.kernel_size
+        self.scale = self.options.scale
         self._device = _resolve_device(self.config.device)
         self.net = torch.nn.Conv2d(
             3, self.config.num_classes, self.kernel_size, padding=self.kernel_size // 2
@@ -140,12 +162,13 @@ class TinyModel(Model):
     def fit(
         self, train: Dataset, val: Dataset | None = None, *, progress: Progress | None = None
     ) -> TrainResult:
-        """Adam on one image at a time for ``config.epochs`` epochs."""
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
+        """Adam on one image at a time for ``options.epochs`` epochs."""
+        epochs = self.options.epochs
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.options.lr)
         loss_fn = torch.nn.CrossEntropyLoss(ignore_index=self.config.ignore_index)
         best: tuple[float, int, dict[str, torch.Tensor]] | None = None
         steps, loss = 0, math.nan
-        for epoch in range(self.config.epochs):
+        for epoch in range(epochs):
             for i in range(len(train)):
                 image, mask = train[i]
                 out = self.net(self._inputs(image[None]))
@@ -156,7 +179,7 @@ class TinyModel(Model):
                 steps += 1
                 loss = float(batch_loss.detach())
                 if progress is not None:
-                    progress("train", steps, self.config.epochs * len(train))
+                    progress("train", steps, epochs * len(train))
             if val is not None:
                 miou = self.evaluate(val).miou
                 if best is None or miou > best[0]:
@@ -164,7 +187,7 @@ class TinyModel(Model):
         if best is not None:
             self.net.load_state_dict(best[2])
         return TrainResult(
-            epochs=self.config.epochs,
+            epochs=epochs,
             steps=steps,
             images=steps,
             final_loss=loss,
@@ -184,7 +207,7 @@ class TinyModel(Model):
                 truth[keep] * classes + pred[keep], minlength=classes * classes
             )
             if progress is not None:
-                progress("evaluate", i + 1, len(data))
+                progress("evaluate", i + 1, len(data))  # one image per batch
         matrix = confusion.view(classes, classes).double()
         hits = matrix.diag()
         union = matrix.sum(0) + matrix.sum(1) - hits

@@ -18,9 +18,11 @@ SHARED_DATA = Path(os.environ.get(TEST_DATA_ENV) or REPO.parent / "shared" / "da
 
 
 @pytest.fixture(autouse=True)
-def _few_threads() -> None:
-    # Tiny networks gain nothing from a second thread, and two threads on a shared
-    # two-core machine are many times slower as soon as anything else runs.
+def _few_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tiny networks gain nothing from a second thread, and the suite often shares its
+    # two cores with other work. SEGAL_THREADS reaches runs started by the tests too
+    # (in this process, where segal_core.prepare applies it, and in subprocesses).
+    monkeypatch.setenv("SEGAL_THREADS", "1")
     torch.set_num_threads(1)
 
 

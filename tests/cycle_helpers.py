@@ -22,9 +22,13 @@ TINY_ARGS = [
 
 def tiny_config(out: Path, **kw: Any) -> RunConfig:
     base: dict[str, Any] = dict(
-        dataset="synthetic", dataset_options=dict(TINY_DATA), encoder="tu-test_resnet", epochs=1, min_steps=0, batch_size=4,
-        seed_ratio=0.25, query_size=4, device="cpu", progress=False, out=str(out),
+        dataset="synthetic", dataset_options=dict(TINY_DATA), seed_ratio=0.25, query_size=4, device="cpu",
+        progress=False, out=str(out),
+        model_options={"encoder": "tu-test_resnet", "epochs": 1, "min_steps": 0, "batch_size": 4},
     )
+    if kw.get("model", "unet") != "unet":  # another model plugin: none of the smp settings
+        base["model_options"] = {}
+    base["model_options"].update(kw.pop("model_options", {}))
     base.update(kw)
     return RunConfig(**base)
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from segal_core.config import RunConfig
+from segal_smp import SmpOptions
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
@@ -94,19 +95,16 @@ def test_gpu_cycle_rejects_a_missing_folder(
 
 
 def test_steps_grow_with_the_labelled_set(curves: ModuleType) -> None:
-    from segal_core import ModelConfig
-    from segal_core.testing import TinyModel
-
     assert curves.steps_for(18, 100, 3.0) == 154
     assert curves.steps_for(144, 100, 3.0) == 532
     args = curves.parse_args(["--out", "x"])
-    config = curves.plan_jobs(args)[0].config
+    config = curves.plan_jobs(args)[0].config["model_options"]
     assert (config["min_steps"], config["steps_per_image"]) == (100, 3.0)
     # the run's model turns them into whole epochs: 18 images in batches of 16 are
     # 2 batches an epoch -> 77 epochs = 154 steps; 367 images: 23 batches, 1201 steps
-    model = TinyModel(ModelConfig(num_classes=2, min_steps=100, steps_per_image=3.0, batch_size=16))
-    assert model.epochs_for(18, 2) == 77
-    assert model.epochs_for(367, 23) == math.ceil(1201 / 23)
+    options = SmpOptions(epochs=1, min_steps=100, steps_per_image=3.0, batch_size=16)
+    assert options.epochs_for(18, 2) == 77
+    assert options.epochs_for(367, 23) == math.ceil(1201 / 23)
 
 
 def test_plan_runs_full_first_then_whole_seeds(curves: ModuleType, tmp_path: Path) -> None:
@@ -116,9 +114,10 @@ def test_plan_runs_full_first_then_whole_seeds(curves: ModuleType, tmp_path: Pat
     for job in jobs:
         config = RunConfig(**job.config)  # every key is a RunConfig setting
         config.validate()
-        assert config.encoder == "resnet34" and config.encoder_weights is None
+        model = config.model_options
+        assert model["encoder"] == "resnet34" and model["encoder_weights"] is None
         assert (config.seed_ratio, config.query_ratio, config.rounds) == (0.05, 0.05, 8)
-        assert (config.batch_size, config.crop_size) == (16, 320)
+        assert (model["batch_size"], model["crop_size"]) == (16, 320)
         assert Path(config.out or "").parent == tmp_path / "c" / "runs"
     assert jobs[0].config["full"] and jobs[0].strategy == "full"
     assert jobs[2].config["strategy_options"] == {"reduction": "mean"}

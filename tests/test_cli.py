@@ -133,7 +133,12 @@ def test_two_plugins_claiming_one_option_is_an_error(tmp_path: Path) -> None:
 def test_every_run_option_is_documented() -> None:
     from segal_core.cli import RUN_OPTIONS
 
+    from segal_smp.cli import run_options
+
     doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
     for names, _, _ in RUN_OPTIONS:
         for name in names:
             assert f"`{name}`" in doc, f"{name} is missing from docs/cli.md"
+    for option in run_options():  # the smp plugin's flags
+        for name in option.opts:
+            assert f"`{name}`" in doc, f"{name} (segal_smp) is missing from docs/cli.md"

@@ -154,9 +154,7 @@ def test_camvid_mini_through_the_api(camvid_mini: Path, tmp_path: Path, num_clas
                                      expected: int) -> None:
     from segal_core.config import RunConfig
 
-    config = RunConfig(dataset="camvid", data_path=str(camvid_mini), num_classes=num_classes,
-                       encoder="tu-test_resnet", epochs=1, min_steps=0, rounds=1, crop_size=64, batch_size=4,
-                       dataset_options={"size": "90x120"}, device="cpu", progress=False, out=str(tmp_path / "r"))
+    config = RunConfig(dataset="camvid", data_path=str(camvid_mini), num_classes=num_classes, rounds=1, dataset_options={"size": "90x120"}, device="cpu", progress=False, out=str(tmp_path / "r"), model_options={"encoder": "tu-test_resnet", "epochs": 1, "min_steps": 0, "crop_size": 64, "batch_size": 4})
     (record,) = run_cycle(config)
     assert len(record["per_class_iou"]) == expected
     assert ("void" in record["per_class_iou"]) == (expected == 12)
@@ -198,7 +196,7 @@ def test_resume_accepts_options_given_again_and_refuses_out(tmp_path: Path,
     capsys.readouterr()
     # repeating one of the run's dataset options (and the tuple/list difference) is no change
     assert run_main(["run", "--resume", str(out), "--dataset-opt", "size=32", "--no-progress"]) == 0
-    assert "already complete" in capsys.readouterr().out
+    assert "already complete" in capsys.readouterr().err
     assert run_main(["run", "--resume", str(out), "--out", str(tmp_path / "elsewhere")]) == 2
     assert "drop --out" in capsys.readouterr().err
     assert json.loads((out / "config.json").read_text())["blocked"] == []

@@ -150,7 +150,8 @@ class BlowUp:
     @hookimpl
     def segal_round_start(self, run, round):  # noqa: A002 - the hook's own name
         if round == 1:
-            run.model_config = replace(run.model_config, lr=1e20)
+            options = {**run.model_config.options, "lr": 1e20}
+            run.model_config = replace(run.model_config, options=options)
 
 
 def test_non_finite_loss_keeps_earlier_rounds(tmp_path: Path) -> None:

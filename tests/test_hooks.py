@@ -37,7 +37,7 @@ POOL = 10
 TINY_DATA = {"n_train": POOL, "n_val": 2, "n_test": 2, "size": 32}
 #: The same tiny run on the command line (``--model tiny`` comes from a test plugin).
 TINY_ARGS = [
-    "--model", "tiny", "--device", "cpu", "--epochs", "1", "--min-steps", "0", "--query-size", "2", "--seed-ratio", "0.2",
+    "--model", "tiny", "--device", "cpu", "--epochs", "1", "--query-size", "2", "--seed-ratio", "0.2",
     "--no-progress", *[f"--dataset-opt={k}={v}" for k, v in TINY_DATA.items()],
 ]
 
@@ -52,8 +52,8 @@ class TinyModels:
 
 def tiny_config(out: Path, **changes: Any) -> RunConfig:
     values: dict[str, Any] = dict(
-        dataset="synthetic", dataset_options=dict(TINY_DATA), model="tiny", device="cpu", epochs=1, min_steps=0,
-        batch_size=4, seed_ratio=0.2, query_size=2, rounds=3, strategy="entropy", progress=False,
+        dataset="synthetic", dataset_options=dict(TINY_DATA), model="tiny", device="cpu", model_options={"epochs": 1},
+        seed_ratio=0.2, query_size=2, rounds=3, strategy="entropy", progress=False,
         out=str(out),
     )
     values.update(changes)

@@ -90,7 +90,7 @@ def test_evaluate_pads_mixed_sizes_with_ignore(monkeypatch: pytest.MonkeyPatch) 
     masks = [torch.randint(0, 3, (h, w), generator=gen) for h, w in sizes]
     masks[0][:5] = IGNORE
     data = ListDataset(images, masks, 3)
-    model = MODELS["fpn"](ModelConfig(num_classes=3, encoder="tu-test_resnet", device="cpu", batch_size=2))
+    model = MODELS["fpn"](ModelConfig(num_classes=3, device="cpu", options={"encoder": "tu-test_resnet", "batch_size": 2}))
 
     def rule(batch: torch.Tensor) -> torch.Tensor:
         # a fixed "prediction": class = red channel band; padded zeros predict class 0
@@ -111,7 +111,7 @@ def test_evaluate_real_model_reports_progress() -> None:
     from segal_core.testing import RandomImages
 
     data = RandomImages(3, sizes=[(24, 40)], num_classes=3)
-    model = MODELS["unet"](ModelConfig(num_classes=3, encoder="tu-test_resnet", device="cpu", batch_size=1))
+    model = MODELS["unet"](ModelConfig(num_classes=3, device="cpu", options={"encoder": "tu-test_resnet", "batch_size": 1}))
     calls: list[tuple[str, int, int]] = []
     result = model.evaluate(data, progress=lambda *a: calls.append(a))
     assert calls[-1] == ("evaluate", 2, 2)  # inference batch = 2 x batch size
@@ -120,6 +120,6 @@ def test_evaluate_real_model_reports_progress() -> None:
 
 
 def test_evaluate_empty_split_is_nan() -> None:
-    model = MODELS["unet"](ModelConfig(num_classes=2, encoder="tu-test_resnet", device="cpu"))
+    model = MODELS["unet"](ModelConfig(num_classes=2, device="cpu", options={"encoder": "tu-test_resnet"}))
     result = model.evaluate(ListDataset([], [], 2))
     assert math.isnan(result.miou) and math.isnan(result.pixel_accuracy)

@@ -79,7 +79,7 @@ def test_registration_hook_that_raises_is_broken(tmp_path: Path, monkeypatch: py
 def test_duplicate_name_names_both_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     install(tmp_path, monkeypatch, "segal_dup", STRATEGY_PLUGIN.format(name="Entropy", alias="entropy2"))
     with pytest.raises(SegalError) as err:
-        load_plugins()
+        load_plugins().registry  # noqa: B018
     message = str(err.value)
     assert "strategy name 'entropy'" in message.lower()
     assert "segal_dup" in message and "segal_uncertainty" in message
@@ -89,7 +89,7 @@ def test_duplicate_name_names_both_plugins(tmp_path: Path, monkeypatch: pytest.M
 def test_duplicate_alias_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     install(tmp_path, monkeypatch, "segal_dup2", STRATEGY_PLUGIN.format(name="mine", alias="MarginSampling"))
     with pytest.raises(SegalError) as err:
-        load_plugins()
+        load_plugins().registry  # noqa: B018
     message = str(err.value)
     assert "'MarginSampling'" in message
     assert "'segal_uncertainty'" in message and "'segal_dup2'" in message

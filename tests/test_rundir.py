@@ -57,6 +57,9 @@ def test_check_new_refuses_files_and_runs(tmp_path: Path) -> None:
     with pytest.raises(SegalError, match=f"resume it with --resume {run}"):
         RunDir.check_new(run)
     RunDir.check_new(tmp_path / "new" / "deeper")  # fine: will be created
+    # in Python's words, with the way to resume or replace from a notebook
+    with pytest.raises(SegalError, match=r"out='.*': folder is not empty; continue it with resume_run\(out\)"):
+        RunDir.check_new(run, flag="out=")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")

@@ -197,7 +197,7 @@ def test_mixed_sizes_match_alone_with_a_spatial_network() -> None:
     import segal_core
 
     model = segal_core.registry().model("unet")(
-        ModelConfig(num_classes=3, encoder="tu-test_resnet", device="cpu", seed=1)
+        ModelConfig(num_classes=3, device="cpu", seed=1, options={"encoder": "tu-test_resnet"})
     )
     pool = ImagesOnly(5, sizes=[(32, 40), (24, 32), (32, 40)], seed=5)
     strategy = EntropySampling()

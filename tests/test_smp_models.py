@@ -3,6 +3,7 @@ checkpoints and resets."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import segmentation_models_pytorch as smp
 import torch
 
 from segal_core import Model, ModelConfig, SegalError, load_plugins
-from segal_smp import ARCHITECTURES, MODELS, SmpModel
+from segal_smp import ARCHITECTURES, MODELS, SmpModel, SmpOptions
 from segal_smp.device import resolve_device, resolve_precision
 
 #: Tiny timm test networks: fast to build and run.
@@ -19,10 +20,17 @@ TINY_VIT = "tu-test_vit"
 
 
 
+#: ModelConfig-like keywords that are the smp models' own settings.
+SMP_KEYS = {f.name for f in dataclasses.fields(SmpOptions)}
+
+
 def config(**kw: object) -> ModelConfig:
-    base: dict[str, object] = dict(num_classes=3, encoder=TINY_CNN, device="cpu", batch_size=2)
-    base.update(kw)
-    return ModelConfig(**base)  # type: ignore[arg-type]
+    options: dict[str, object] = {"encoder": TINY_CNN, "batch_size": 2}
+    base: dict[str, object] = dict(num_classes=3, device="cpu")
+    options.update(kw.pop("options", {}))  # type: ignore[call-overload]
+    for key, value in kw.items():
+        (options if key in SMP_KEYS else base)[key] = value
+    return ModelConfig(**base, options=options)  # type: ignore[arg-type]
 
 
 def tiny_encoder(arch: str) -> str:

@@ -138,7 +138,7 @@ def test_tiny_model_trains_evaluates_and_round_trips(tmp_path) -> None:
     from segal_core import ModelConfig
 
     data = RandomImages(6, sizes=[(8, 8)], num_classes=3)
-    model = TinyModel(ModelConfig(num_classes=3, device="cpu", epochs=4, lr=0.05))
+    model = TinyModel(ModelConfig(num_classes=3, device="cpu", options={"epochs": 4, "lr": 0.05}))
     before = model.evaluate(data).miou
     result = model.fit(data, data)
     after = model.evaluate(data).miou

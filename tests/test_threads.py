@@ -229,3 +229,7 @@ def test_apply_in_a_fresh_process() -> None:
     assert got["first"] == [1, 1]
     assert got["second"] == [2, 1]  # the inter-op pool kept its first size, without an error
     assert got["torch"] == [2, 1]
+
+
+def test_unresolved_auto_device_planned_like_the_cpu() -> None:
+    assert plan_threads(None, device_type="auto", env={}, cpus=16) == ThreadBudget(16, 1, 0, "auto")

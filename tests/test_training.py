@@ -3,6 +3,7 @@ crops and batches."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -10,8 +11,9 @@ import torch
 
 from segal_core import Dataset, DatasetView, EvalResult, ModelConfig, SegalError
 from segal_core.testing import RandomImages
-from segal_smp import MODELS, SmpModel
-from segal_smp.data import EpochBatchSampler, PadCollate, random_crop_flip
+from segal_smp import MODELS, SmpModel, SmpOptions
+from segal_smp.augment import training_augmentation
+from segal_smp.data import EpochBatchSampler, PadCollate
 from segal_smp.training import lr_factor
 
 from listdata import ListDataset
@@ -19,12 +21,20 @@ from listdata import ListDataset
 IGNORE = 255
 
 
+#: ModelConfig-like keywords that are the smp models' own settings.
+SMP_KEYS = {f.name for f in dataclasses.fields(SmpOptions)}
+
+
 def config(**kw: object) -> ModelConfig:
-    base: dict[str, object] = dict(
-        num_classes=2, encoder="tu-test_resnet", device="cpu", batch_size=4, crop_size=32, lr=3e-3, epochs=1
-    )
-    base.update(kw)
-    return ModelConfig(**base)  # type: ignore[arg-type]
+    options: dict[str, object] = {
+        "encoder": "tu-test_resnet", "batch_size": 4, "crop_size": 32, "lr": 3e-3, "epochs": 1,
+        "min_steps": 0, "steps_per_image": 0.0,
+    }
+    base: dict[str, object] = dict(num_classes=2, device="cpu")
+    options.update(kw.pop("options", {}))  # type: ignore[call-overload]
+    for key, value in kw.items():
+        (options if key in SMP_KEYS else base)[key] = value
+    return ModelConfig(**base, options=options)  # type: ignore[arg-type]
 
 
 def weights(model: SmpModel) -> dict[str, torch.Tensor]:
@@ -194,17 +204,18 @@ def test_empty_training_set() -> None:
 
 
 def test_crop_pads_with_ignore_and_flip_is_seeded() -> None:
+    # the built-in albumentations pipeline (tests/test_augment.py tests it in depth)
     image = torch.arange(3 * 4 * 6, dtype=torch.uint8).view(3, 4, 6)
     mask = torch.ones(4, 6, dtype=torch.long)
-    out_image, out_mask = random_crop_flip(image, mask, 8, IGNORE, torch.Generator().manual_seed(0))
+    crop_flip = training_augmentation(SmpOptions(crop_size=8), None, IGNORE)
+    out_image, out_mask = crop_flip(image, mask, 0)
     assert out_image.shape == (3, 8, 8) and out_mask.shape == (8, 8)
     assert int((out_mask == 1).sum()) == 24 and int((out_mask == IGNORE).sum()) == 40
-    again = random_crop_flip(image, mask, 8, IGNORE, torch.Generator().manual_seed(0))
+    assert bool((out_mask[4:] == IGNORE).all())  # padded at the bottom (and at the right, before a flip)
+    again = crop_flip(image, mask, 0)
     assert torch.equal(again[0], out_image) and torch.equal(again[1], out_mask)
-    flips = {
-        bool(torch.equal(random_crop_flip(image, mask, None, IGNORE, torch.Generator().manual_seed(s))[0], image))
-        for s in range(20)
-    }
+    flip_only = training_augmentation(SmpOptions(), None, IGNORE)
+    flips = {bool(torch.equal(flip_only(image, mask, s)[0], image)) for s in range(20)}
     assert flips == {True, False}
 
 

@@ -42,13 +42,10 @@ DEFAULT_SOURCES = ("segal_core", "plugins")
 # Each entry says why; delete it as soon as the reason is gone (the check prints a note
 # when an entry has become unnecessary).
 DECLARED_UNUSED_OK: dict[str, str] = {
-    # An albumentations-based augmentation for plugins/segal_smp is being written; the
-    # dependency stays declared so that work does not have to touch packaging.
-    "albumentations": "augmentation for plugins/segal_smp in progress",
-    # Never imported by name: segal_core.cycle records its version in config.json when it
+    # Never imported by name: segal_core.prepare records its version in config.json when it
     # is installed (a dynamic __import__), and smp and timm import it. Declared so the
     # torch/torchvision pair is explicit, as .ci/run pins both.
-    "torchvision": "version recorded by segal_core.cycle; required by smp and timm",
+    "torchvision": "version recorded by segal_core.prepare; required by smp and timm",
 }
 
 # Imported by the scanned code but deliberately not a runtime dependency: the import is

@@ -7,15 +7,28 @@ the class file.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from segal_core import hookimpl
+from segal_core.lazy import lazy_exports
 
-from .classes import ClassSpec, read_classes
-from .dataset import Folder, FolderOptions
-
+_EXPORTS = {
+    "ClassSpec": "classes",
+    "read_classes": "classes",
+    "Folder": "dataset",
+    "FolderOptions": "dataset",
+}
 __all__ = ["ClassSpec", "Folder", "FolderOptions", "read_classes", "segal_register_datasets"]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 @hookimpl
 def segal_register_datasets() -> Sequence[type]:
+    from .dataset import Folder
+
     return [Folder]
+
+
+if TYPE_CHECKING:
+    from .classes import ClassSpec, read_classes
+    from .dataset import Folder, FolderOptions

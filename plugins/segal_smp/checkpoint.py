@@ -7,7 +7,6 @@ a checkpoint into a model of another shape is one clear error, not a key dump.
 from __future__ import annotations
 
 import os
-
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from segal_core import SegalError
+from segal_core.rundir import new_file_mode
 
 __all__ = ["FORMAT", "clone_state", "load_checkpoint", "restore_state", "save_checkpoint"]
 
@@ -49,6 +49,7 @@ def save_checkpoint(path: Path, network: nn.Module, metadata: Mapping[str, str])
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, **metadata})
+        os.chmod(tmp, new_file_mode())  # safetensors creates 0600; results follow the umask
         os.replace(tmp, path)  # never a half-written checkpoint under the real name
     finally:
         tmp.unlink(missing_ok=True)

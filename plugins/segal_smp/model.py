@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -28,14 +27,6 @@ __all__ = ["SmpModel"]
 
 
 def _check_config(config: ModelConfig) -> None:
-    if config.epochs < 1:
-        raise SegalError(f"--epochs {config.epochs}: must be at least 1")
-    if config.batch_size < 1:
-        raise SegalError(f"--batch-size {config.batch_size}: must be at least 1")
-    if config.crop_size is not None and config.crop_size < 1:
-        raise SegalError(f"--crop-size {config.crop_size}: must be a positive number of pixels")
-    if not (math.isfinite(config.lr) and config.lr > 0):
-        raise SegalError(f"--lr {config.lr}: must be a positive number")
     if config.num_workers is not None and config.num_workers < 0:
         raise SegalError(f"--num-workers {config.num_workers}: must be 0 or more")
 
@@ -60,7 +51,7 @@ class SmpModel(Model):
         super().__init__(config)
         _check_config(config)
         self.options = parse_options(config.options)
-        self.runtime = resolve_runtime(config.device, config.precision)
+        self.runtime = resolve_runtime(config.device, self.options.precision)
         #: ImageNet mean and std on the device (used for every encoder).
         self.stats = imagenet_stats(self.runtime.device)
         self.reset()
@@ -76,8 +67,8 @@ class SmpModel(Model):
         cfg = self.config
         network = build_network(
             self.architecture or self.name,
-            encoder=cfg.encoder,
-            weights=cfg.encoder_weights,
+            encoder=self.options.encoder,
+            weights=self.options.encoder_weights,
             num_classes=cfg.num_classes,
             seed=cfg.seed,
         )
@@ -110,7 +101,7 @@ class SmpModel(Model):
 
     def inference_batch_size(self) -> int:
         """Twice the training batch on the CPU, four times on CUDA (no gradients)."""
-        return self.config.batch_size * (4 if self.runtime.cuda else 2)
+        return self.options.batch_size * (4 if self.runtime.cuda else 2)
 
     def loader_workers(self) -> int:
         if self.config.num_workers is not None:
@@ -153,7 +144,8 @@ class SmpModel(Model):
         *,
         progress: Progress | None = None,
     ) -> TrainResult:
-        """Train on ``train`` for ``config.epochs``; see :mod:`segal_smp.training`."""
+        """Train on ``train`` on the schedule of :meth:`SmpOptions.epochs_for`; see
+        :mod:`segal_smp.training`."""
         return run_training(self, train, val, progress)
 
     # -- checkpoints ------------------------------------------------------------
@@ -161,7 +153,7 @@ class SmpModel(Model):
     def _metadata(self) -> dict[str, str]:
         return {
             "architecture": self.architecture or self.name,
-            "encoder": self.config.encoder,
+            "encoder": self.options.encoder,
             "num_classes": str(self.config.num_classes),
         }
 

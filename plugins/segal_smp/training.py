@@ -9,6 +9,7 @@ restored at the end.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,11 +29,14 @@ if TYPE_CHECKING:
     from segal_core.model import Progress
 
     from .model import SmpModel
+    from .options import SmpOptions
 
 __all__ = ["LossFn", "lr_factor", "make_loss", "train"]
 
 #: ``loss(logits [B, C, H, W] float32, masks [B, H, W] int64) -> scalar``.
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+log = logging.getLogger("segal.smp")
 
 #: The cosine decay ends at this fraction of the peak learning rate.
 MIN_LR_FACTOR = 0.01
@@ -93,6 +97,21 @@ class _Best:
             self.score, self.epoch, self.result, self.state = score, epoch, result, clone_state(network)
 
 
+def schedule_line(options: SmpOptions, images: int, steps_per_epoch: int, epochs: int) -> str:
+    """Why this round trains as many steps as it does, in the flags' words."""
+    wanted = options.min_steps + options.steps_per_image * images
+    reason = (
+        f"--epochs {options.epochs}"
+        if epochs == options.epochs
+        else f"--min-steps {options.min_steps} + --steps-per-image {options.steps_per_image:g} x {images} images "
+        f"= {math.ceil(wanted)} steps, more than --epochs {options.epochs}"
+    )
+    return (
+        f"training {epochs * steps_per_epoch} steps: {epochs} epochs of {steps_per_epoch} batches "
+        f"(batch size {options.batch_size}, {images} labelled images), from {reason}"
+    )
+
+
 def _forward(model: SmpModel, images: torch.Tensor) -> torch.Tensor:
     try:
         with model.runtime.autocast():
@@ -101,7 +120,7 @@ def _forward(model: SmpModel, images: torch.Tensor) -> torch.Tensor:
         if "more than 1 value per channel" not in str(exc):
             raise
         raise SegalError(
-            f"--batch-size {model.config.batch_size}: {model.name} cannot batch-normalise a batch of one "
+            f"--batch-size {model.options.batch_size}: {model.name} cannot batch-normalise a batch of one "
             f"{images.shape[-2]}x{images.shape[-1]} image; use --batch-size 2 or more, or a larger --crop-size"
         ) from exc
 
@@ -125,10 +144,10 @@ def train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progres
 def _train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progress | None) -> TrainResult:
     config, options, runtime = model.config, model.options, model.runtime
     network, ignore = model.network, config.ignore_index
-    sampler = EpochBatchSampler(len(data), config.batch_size, torch.Generator().manual_seed(config.seed))
+    sampler = EpochBatchSampler(len(data), options.batch_size, torch.Generator().manual_seed(config.seed))
     workers = model.loader_workers()
     loader = DataLoader(
-        AugmentedDataset(data, config.crop_size),
+        AugmentedDataset.for_model(data, model),
         batch_sampler=sampler,
         collate_fn=PadCollate(ignore),
         num_workers=workers,
@@ -137,9 +156,10 @@ def _train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progre
         generator=torch.Generator().manual_seed(config.seed + 1),
     )
     steps_per_epoch = len(sampler)
-    epochs = model.epochs_for(len(data), steps_per_epoch)
+    epochs = options.epochs_for(len(data), steps_per_epoch)
     total = epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=options.weight_decay)
+    log.info(schedule_line(options, len(data), steps_per_epoch, epochs))
+    optimizer = torch.optim.AdamW(network.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, options.warmup))
     scaler = runtime.grad_scaler()
     loss_fn = make_loss(options.loss, ignore)

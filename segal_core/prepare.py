@@ -1,0 +1,223 @@
+"""Setting a run up: every check a user can fail, cheaply and before any training.
+
+Names, options, ratios, data, device, weights and the output folder are checked in
+:func:`prepare_run`; a resumed run is also checked against the data it started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import RunConfig
+from .dataset import CachedDataset, DataConfig, Dataset, Splits
+from .errors import SegalError
+from .model import ModelConfig
+from .options import coerce_options
+from .plugins import Plugins, load_plugins
+from .run import Echo, Run, _quiet
+from .rundir import FORMAT_VERSION, RunDir, RunState
+
+__all__ = ["check_resumed_data", "default_out", "prepare_run", "run_sizes"]
+
+log = logging.getLogger("segal")
+
+
+def default_out(config: RunConfig) -> Path:
+    """``runs/DATASET-STRATEGY-sSEED-TIME`` (``full`` for the strategy of a --full run)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    tag = "full" if config.full else config.strategy
+    return Path("runs") / f"{config.dataset}-{tag}-s{config.seed}-{stamp}"
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    out = {"segal": __version__, "python": platform.python_version(), "torch": torch.__version__}
+    for mod in ("segmentation_models_pytorch", "torchvision", "pluggy", "albumentations"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # optional in a plugin-less install
+            pass
+    return out
+
+
+def _load_splits(config: RunConfig, dataset_cls: type[Dataset]) -> Splits:
+    path: Path | None = None
+    if config.data_path:
+        path = Path(config.data_path).expanduser()
+        if not path.exists():
+            raise SegalError(f"--data-path {config.data_path}: no such folder")
+        if not path.is_dir():
+            raise SegalError(f"--data-path {config.data_path}: is a file; give the dataset's folder")
+    elif dataset_cls.requires_path:
+        raise SegalError(f"--dataset {config.dataset} needs --data-path (the dataset's folder)")
+    data_config = DataConfig(
+        path=path, num_classes=config.num_classes, seed=config.seed, options=dict(config.dataset_options)
+    )
+    splits = dataset_cls.load(data_config)
+    if config.cache:
+        splits = Splits(
+            train=CachedDataset(splits.train),
+            val=CachedDataset(splits.val),
+            test=CachedDataset(splits.test) if splits.test is not None else None,
+            notices=splits.notices,
+        )
+    if len(splits.train) == 0:
+        raise SegalError(f"--dataset {config.dataset}: the train split (the pool) is empty")
+    if len(splits.val) == 0:
+        raise SegalError(f"--dataset {config.dataset}: the val split is empty")
+    return splits
+
+
+def _build(cls: type, options: dict[str, Any], flag: str) -> Any:
+    return cls(**coerce_options(cls, options, flag))
+
+
+def run_sizes(config: RunConfig, pool_size: int) -> tuple[int, int]:
+    """The seed set's size and the query size for a pool of ``pool_size``."""
+    if config.full:
+        return pool_size, 0
+    seed = max(1, round(config.seed_ratio * pool_size))
+    if config.query_size is not None:
+        query = config.query_size
+        if seed < pool_size and query > pool_size - seed:
+            raise SegalError(
+                f"--query-size {query}: larger than the unlabelled pool ({pool_size - seed} of "
+                f"{pool_size} after the seed set); lower it"
+            )
+    else:
+        query = max(1, round(config.query_ratio * pool_size))
+    return min(seed, pool_size), query  # a seed set of the whole pool: one round
+
+
+def _apply_threads(config: RunConfig) -> int:
+    """Give this process its CPU thread budget (``--threads``, ``$SEGAL_THREADS``,
+    else the usable cores); returns the DataLoader workers counted in it."""
+    import os
+
+    import torch
+
+    from .threads import apply_threads, plan_threads, usable_cpus
+
+    device = config.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    budget = plan_threads(
+        config.threads, device_type=device.split(":")[0], env=os.environ, cpus=usable_cpus(),
+        workers=config.num_workers,
+    )
+    budget = apply_threads(budget)
+    log.debug(
+        f"threads: {budget.intra_op} compute + {budget.loader_workers} DataLoader workers (from {budget.source})"
+    )
+    return budget.loader_workers
+
+
+def prepare_run(
+    config: RunConfig,
+    *,
+    plugins: Plugins | None = None,
+    echo: Echo = _quiet,
+    existing: RunDir | None = None,
+) -> Run:
+    """Validate everything a user can get wrong, cheaply and before any training:
+    names, options, ratios, data, device, weights, the output folder. A new run's
+    folder is created; an ``existing`` one is read back and checked."""
+    config.validate()
+    plugins = plugins or load_plugins(blocked=config.blocked)
+    reg = plugins.registry
+    dataset_cls = reg.dataset(config.dataset)
+    model_cls = reg.model(config.model)
+    strategy = _build(reg.strategy(config.strategy), dict(config.strategy_options), "--strategy-opt")
+    oracle = _build(reg.oracle(config.oracle), dict(config.oracle_options), "--oracle-opt")
+
+    out = Path(config.out) if config.out else default_out(config)
+    if existing is None:
+        RunDir.check_new(out, flag="out=")
+    workers = _apply_threads(config)
+
+    splits = _load_splits(config, dataset_cls)
+    for notice in splits.notices:
+        log.info(f"notice: {notice}")
+    seed_size, query_size = run_sizes(config, len(splits.train))
+
+    model_config = ModelConfig(
+        num_classes=len(splits.classes),
+        ignore_index=splits.ignore_index,
+        device=config.device,
+        num_workers=workers,
+        seed=config.seed,
+        options=dict(config.model_options),
+        augmentation=plugins.call("segal_train_augmentation", config=config, splits=splits),
+    )
+    model = model_cls(model_config)  # device, encoder and weights fail here, up front
+
+    rundir = existing or RunDir(out)
+    run = Run(
+        config=replace(config, out=str(out)),
+        out=out,
+        plugins=plugins,
+        splits=splits,
+        model_cls=model_cls,
+        model_config=model_config,
+        strategy=strategy,
+        oracle=oracle,
+        rundir=rundir,
+        state=existing.state() if existing else RunState(),
+        model=model,
+        seed_size=seed_size,
+        query_size=query_size,
+        echo=echo,
+    )
+    if existing is None:
+        rundir.create(
+            {
+                **run.config.to_json(),
+                "resolved": {
+                    "pool_size": len(splits.train),
+                    "val_size": len(splits.val),
+                    "test_size": len(splits.test) if splits.test is not None else None,
+                    "classes": list(splits.classes),
+                    "ignore_index": splits.ignore_index,
+                    "seed_size": seed_size,
+                    "query_size": query_size,
+                    "model_class": f"{model_cls.__module__}.{model_cls.__qualname__}",
+                    "strategy_class": f"{type(strategy).__module__}.{type(strategy).__qualname__}",
+                    "device": str(model.device),
+                },
+                "versions": _versions(),
+                "format": FORMAT_VERSION,
+            }
+        )
+    else:
+        run.history = rundir.history(run.state)
+        run.partial_masks = rundir.read_masks(run.state.ledger)
+        rundir.clean_temporaries()
+        check_resumed_data(run)
+    return run
+
+
+def check_resumed_data(run: Run) -> None:
+    """On resume, the data must be what the run started with."""
+    resolved = run.rundir.config().get("resolved", {})
+    sizes = {"pool_size": len(run.splits.train), "val_size": len(run.splits.val),
+             "test_size": len(run.splits.test) if run.splits.test is not None else None}
+    changed = [f"{k} {resolved[k]} -> {v}" for k, v in sizes.items() if k in resolved and resolved[k] != v]
+    if changed:
+        raise SegalError(
+            f"--resume {run.out}: the dataset changed since the run started ({', '.join(changed)}); "
+            "point --data-path at the data the run started with"
+        )
+    known = set(run.pool.ids)
+    missing = [sid for sid in run.state.ledger if sid not in known]
+    if missing:
+        raise SegalError(
+            f"--resume {run.out}: labelled sample {missing[0]!r} is not in the dataset any more; "
+            "point --data-path at the data the run started with"
+        )

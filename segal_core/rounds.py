@@ -1,0 +1,228 @@
+"""One round of the cycle, phase by phase.
+
+train (and evaluate) -> score the unlabelled pool -> select -> label, each phase
+timed and wrapped by the ``segal_phase`` hook; :func:`one_round` returns the
+round's record (one line of ``history.jsonl``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from .dataset import DatasetView
+from .errors import SegalError
+from .model import EvalResult, Model, Progress, TrainResult
+from .oracle import Annotation
+from .run import Run
+from .rundir import LedgerEntry
+from .strategy import PoolContext
+
+__all__ = ["label", "next_query_size", "one_round", "seed_ledger", "summary_line"]
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _iou_table(result: EvalResult, classes: Sequence[str]) -> dict[str, float | None]:
+    return {c: _finite(v) for c, v in zip(classes, result.per_class_iou)}
+
+
+def _phase(run: Run, round: int, name: str, seconds: dict[str, float], action: Callable[[], Any]) -> Any:
+    """Run ``action`` through the ``segal_phase`` hook, adding its time to ``seconds``."""
+    start = time.perf_counter()
+    result = run.call("segal_phase", round=round, phase=name, action=action)
+    model = run.model
+    if model is not None and model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+    seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+    return result
+
+
+# -- labels ------------------------------------------------------------------------
+
+
+def label(run: Run, round: int, ids: Sequence[str]) -> list[Annotation]:
+    """Ask the oracle for ``ids`` and enter the answers in the ledger (partial masks
+    are written to ``labels/`` and kept in memory)."""
+    annotations = run.oracle.label(ids, run.pool)
+    if [a.sample_id for a in annotations] != list(ids):
+        raise SegalError(f"--oracle {run.config.oracle}: returned labels for other ids than queried")
+    for ann in annotations:
+        mask_file = None
+        if ann.mask is not None:
+            mask_file = run.rundir.write_mask(ann.sample_id, ann.mask, who=f"--oracle {run.config.oracle}")
+            run.partial_masks[ann.sample_id] = ann.mask.detach().to("cpu", torch.int64)
+        run.state.ledger[ann.sample_id] = LedgerEntry(round=round, pixels=int(ann.labeled_pixels), mask_file=mask_file)
+    return annotations
+
+
+def seed_ledger(run: Run) -> None:
+    """Label the seed set: ``seed_size`` pool samples drawn with ``--seed``."""
+    pool = run.pool
+    gen = torch.Generator().manual_seed(run.config.seed)
+    order = torch.randperm(len(pool), generator=gen)[: run.seed_size].tolist()
+    label(run, -1, [pool.ids[i] for i in sorted(order)])
+
+
+def next_query_size(run: Run, round: int) -> int:
+    """How many samples this round queries (0: the last round)."""
+    labelled = len(run.state.ledger)
+    pool = len(run.pool)
+    if run.config.full or labelled >= pool:
+        return 0
+    if run.config.rounds is not None and round + 1 >= run.config.rounds:
+        return 0
+    k = min(run.query_size, pool - labelled)
+    if run.config.budget is not None:
+        k = min(k, math.floor(run.config.budget * pool + 1e-9) - labelled)
+    return max(k, 0)
+
+
+# -- the phases ----------------------------------------------------------------------
+
+
+def _round_model(run: Run, round: int) -> Model:
+    """A fresh network seeded for this round; ``finetune`` starts from the last
+    round's checkpoint."""
+    if round == 0 and run.model is not None:
+        model = run.model  # built (and seeded with config.seed) by prepare_run
+    else:
+        model = run.model_cls(replace(run.model_config, seed=run.config.seed + 1000 * round))
+    if run.config.retrain == "finetune" and run.state.checkpoint:
+        model.load(run.out / run.state.checkpoint)
+    return model
+
+
+def _train_and_evaluate(
+    run: Run, round: int, seconds: dict[str, float], bars: Progress
+) -> tuple[TrainResult, EvalResult, EvalResult]:
+    pool = run.pool
+    train_view = DatasetView(pool, [pool.index_of(i) for i in run.state.ledger], masks=run.partial_masks)
+    model = _round_model(run, round)
+    run.model = model
+    trained: TrainResult = _phase(
+        run, round, "train", seconds, lambda: model.fit(train_view, run.splits.val, progress=bars)
+    )
+    _, split = run.eval_split
+
+    def evaluate() -> tuple[EvalResult, EvalResult]:
+        # fit already measured val on the weights it kept, when it validated
+        val = trained.val_result or model.evaluate(run.splits.val, progress=bars)
+        test = val if run.splits.test is None else model.evaluate(split, progress=bars)
+        return val, test
+
+    val, test = _phase(run, round, "evaluate", seconds, evaluate)
+    return trained, val, test
+
+
+def _query(run: Run, round: int, k: int, seconds: dict[str, float], bars: Progress) -> tuple[list[str], list[float]]:
+    """Score the unlabelled pool, select ``k``, label them."""
+    model = run.model
+    assert model is not None
+    view = DatasetView(run.pool, run.unlabelled_indices())
+    ctx = PoolContext(
+        pool=view,
+        model=model if run.strategy.uses_model else None,
+        generator=torch.Generator().manual_seed(run.config.seed * 7919 + round + 1),
+        batch_size=model.inference_batch_size(),
+        num_workers=model.loader_workers(),
+        progress=bars,
+    )
+    scores = _phase(run, round, "score", seconds, lambda: run.strategy.score(ctx))
+    run.call("segal_after_scoring", round=round, ids=view.ids, scores=scores)
+
+    def select() -> tuple[list[str], list[float]]:
+        chosen = run.call("segal_select", round=round, ids=view.ids, scores=scores, k=k)
+        if chosen is not None:
+            position = {sid: n for n, sid in enumerate(view.ids)}
+            ids = _checked_selection(run, chosen, position, k)
+            picked = torch.tensor([position[sid] for sid in ids], device=scores.device)
+        else:
+            picked = run.strategy.select(scores, k)  # top-k on the scores' device
+        # only the k chosen positions and scores come to the host
+        positions = picked.cpu().tolist()
+        return [view.ids[i] for i in positions], scores[picked].detach().float().cpu().tolist()
+
+    queried, picked_scores = _phase(run, round, "select", seconds, select)
+    run.call("segal_after_query", round=round, queried=queried, scores=picked_scores)
+    annotations = _phase(run, round, "label", seconds, lambda: label(run, round, queried))
+    run.call("segal_after_label", round=round, annotations=annotations)
+    return queried, picked_scores
+
+
+def _checked_selection(run: Run, chosen: Any, position: dict[str, int], k: int) -> list[str]:
+    """A ``segal_select`` result must be ``k`` distinct unlabelled ids."""
+    plugins = ", ".join(repr(i.plugin_name) for i in run.plugins.manager.hook.segal_select.get_hookimpls())
+    if isinstance(chosen, (str, bytes)) or not isinstance(chosen, Sequence):
+        raise SegalError(f"plugin {plugins} returned a {type(chosen).__name__} from segal_select, not a list of ids")
+    ids = list(chosen)
+    bad = [sid for sid in ids if sid not in position]
+    if len(ids) != k or len(set(ids)) != k or bad:
+        extra = f" ({bad[0]!r} is not an unlabelled id)" if bad else ""
+        raise SegalError(
+            f"plugin {plugins} returned {len(ids)} ids from segal_select, not {k} distinct unlabelled ids{extra}"
+        )
+    return ids
+
+
+# -- the round -------------------------------------------------------------------------
+
+
+def one_round(run: Run, round: int, bars: Progress) -> dict[str, Any]:
+    """Train, evaluate, query and label; returns the round's record."""
+    seconds: dict[str, float] = {}
+    run.call("segal_round_start", round=round)
+    started = time.perf_counter()
+    trained, val, test = _train_and_evaluate(run, round, seconds, bars)
+    train_summary = {
+        "loss": _finite(trained.final_loss),
+        "epochs": trained.epochs,
+        "steps": trained.steps,
+        "best_epoch": trained.best_epoch,
+    }
+    metrics = {"train": train_summary, "val": val.as_dict(run.classes), "test": test.as_dict(run.classes)}
+    run.call("segal_after_train", round=round, metrics=metrics)
+
+    labelled_before = len(run.state.ledger)
+    labelled_pixels = sum(e.pixels for e in run.state.ledger.values())
+    k = next_query_size(run, round)
+    queried, scores = _query(run, round, k, seconds, bars) if k > 0 else ([], [])
+    seconds["total"] = time.perf_counter() - started
+    pool_size = len(run.pool)
+    return {
+        "round": round,
+        "labeled": labelled_before,
+        "labeled_fraction": labelled_before / pool_size,
+        "labeled_pixels": labelled_pixels,
+        "pool_size": pool_size,
+        "val_miou": _finite(val.miou),
+        "test_miou": _finite(test.miou),
+        "test_split": run.eval_split[0],
+        "val_pixel_accuracy": _finite(val.pixel_accuracy),
+        "test_pixel_accuracy": _finite(test.pixel_accuracy),
+        "per_class_iou": _iou_table(test, run.classes),
+        "val_per_class_iou": _iou_table(val, run.classes),
+        "train": train_summary,
+        "queried": queried,
+        "query_scores": [_finite(s) for s in scores],
+        "seconds": {phase: float(f"{spent:.4f}") for phase, spent in seconds.items()},
+    }
+
+
+def summary_line(record: dict[str, Any]) -> str:
+    """One line per round: labelled count and fraction, mIoU, seconds per phase."""
+    sec = record["seconds"]
+    phases = " ".join(f"{k} {v:.1f}s" for k, v in sec.items() if k != "total")
+    fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    return (
+        f"round {record['round']:>2} | labelled {record['labeled']}/{record['pool_size']} "
+        f"({100 * record['labeled_fraction']:.1f}%) | val mIoU {fmt(record['val_miou'])} | "
+        f"{record['test_split']} mIoU {fmt(record['test_miou'])} | {phases} | queried {len(record['queried'])}"
+    )

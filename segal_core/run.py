@@ -1,0 +1,86 @@
+"""``Run``: one run in progress, as the cycle and every lifecycle hook see it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import RunConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from .dataset import Dataset, Splits
+    from .model import Model, ModelConfig
+    from .oracle import Oracle
+    from .plugins import Plugins
+    from .rundir import RunDir, RunState
+    from .strategy import Strategy
+
+__all__ = ["Echo", "Run"]
+
+#: Where the cycle prints its one line per round (``print``, ``click.echo``, ...).
+Echo = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class Run:
+    """One run in progress; what lifecycle hooks receive as ``run``.
+
+    :ivar config: the resolved settings.
+    :ivar out: the run directory.
+    :ivar splits: the dataset's splits (``splits.train`` is the pool).
+    :ivar model: the model of the current round (``None`` before round 0 trains).
+    :ivar strategy: the query strategy; :ivar oracle: the oracle.
+    :ivar state: the committed state (ledger, completed rounds).
+    :ivar history: the records of the completed rounds.
+    """
+
+    config: RunConfig
+    out: Path
+    plugins: Plugins
+    splits: Splits
+    model_cls: type[Model]
+    model_config: ModelConfig
+    strategy: Strategy
+    oracle: Oracle
+    rundir: RunDir
+    state: RunState
+    history: list[dict[str, Any]] = field(default_factory=list)
+    model: Model | None = None
+    seed_size: int = 0
+    query_size: int = 0
+    echo: Echo = field(default=_quiet, repr=False)
+    #: Partial masks returned by the oracle (id -> int64 mask), kept in memory so a
+    #: round does not decode ``labels/`` again; read from disk once on resume.
+    partial_masks: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def pool(self) -> Dataset:
+        return self.splits.train
+
+    @property
+    def classes(self) -> Sequence[str]:
+        return self.splits.classes
+
+    @property
+    def eval_split(self) -> tuple[str, Dataset]:
+        """The split reported as ``test_*``: test, or val when there is none."""
+        if self.splits.test is not None:
+            return "test", self.splits.test
+        return "val", self.splits.val
+
+    def call(self, hook: str, **kwargs: Any) -> Any:
+        """Call lifecycle hook ``hook`` with ``run=self``."""
+        return self.plugins.call(hook, run=self, **kwargs)
+
+    def unlabelled_indices(self) -> list[int]:
+        """Pool positions of the samples not in the ledger."""
+        done = self.state.ledger
+        return [i for i, sid in enumerate(self.pool.ids) if sid not in done]
