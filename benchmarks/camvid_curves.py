@@ -406,7 +406,8 @@ def planned_steps(jobs: Sequence[Job], pool_size: int) -> int:
             seed = max(1, round(c["seed_ratio"] * pool_size))
             query = max(1, round(c["query_ratio"] * pool_size))
             sizes = [min(pool_size, seed + r * query) for r in range(c["rounds"])]
-        total += sum(steps_for(n, c["min_steps"], c["steps_per_image"]) for n in sizes)
+        m = c["model_options"]
+        total += sum(steps_for(n, m["min_steps"], m["steps_per_image"]) for n in sizes)
     return total
 
 

@@ -282,7 +282,7 @@ def measure_project_training(args: argparse.Namespace, plugins: Any, train: Data
     """``SmpModel.fit`` for one epoch over ``--train-images`` frames from disk."""
     batch = args.batch_size
     size = -(-args.train_images // batch) * batch  # whole batches: one batch shape
-    model = build_model(args, plugins, epochs=1, crop_size=args.crop_size)
+    model = build_model(args, plugins, epochs=1, min_steps=0, steps_per_image=0.0, crop_size=args.crop_size)
     device = model.device
     timed(device, lambda: model.fit(repeat_view(train, min(2 * batch, size))))  # warm-up
     seconds = timed(device, lambda: model.fit(repeat_view(train, size)))

@@ -291,20 +291,45 @@ def build_cli(plugins: Plugins) -> click.Group:
     return cli
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record comes (tests and tools
+    replace it), one message per line."""
+
+    segal_cli = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ sets it
+        pass
+
+
 def configure_logging(level: int) -> None:
     """The ``segal`` logger on stderr: notices (INFO) by default, warnings only at
     ``level < 0`` (``-q``), debug at ``level > 0`` (``-v``). Progress bars are not
-    affected. Called by the CLI only: a notebook configures logging itself."""
+    affected. The CLI undoes it when the command ends (:func:`restore_logging`), so a
+    notebook's own logging set-up is left alone."""
+    logger = logging.getLogger("segal")
+    restore_logging()
+    logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.WARNING if level < 0 else logging.DEBUG if level > 0 else logging.INFO)
+    logger.propagate = False
+
+
+def restore_logging() -> None:
+    """Take the CLI's handler off the ``segal`` logger again."""
     logger = logging.getLogger("segal")
     for handler in list(logger.handlers):
         if getattr(handler, "segal_cli", False):
             logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.segal_cli = True  # type: ignore[attr-defined]
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if level < 0 else logging.DEBUG if level > 0 else logging.INFO)
-    logger.propagate = False
+            logger.setLevel(logging.NOTSET)
+            logger.propagate = True
 
 
 class Terminated(KeyboardInterrupt):
@@ -329,6 +354,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     finally:
+        restore_logging()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

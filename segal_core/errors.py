@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["SegalError"]
+__all__ = ["ContractError", "SegalError"]
 
 
 class SegalError(Exception):
@@ -13,3 +13,14 @@ class SegalError(Exception):
     """
 
     exit_code: int = 2
+
+
+class ContractError(SegalError):
+    """A plugin broke an interface's contract (a model's logits of the wrong shape, a
+    dataset's image that is not ``[3, H, W]``, a bad ``segal_select`` answer).
+
+    Printed as one line like any :class:`SegalError`, with exit status 3 (a plugin
+    failed), because the fix is in the plugin, not in the user's options.
+    """
+
+    exit_code: int = 3

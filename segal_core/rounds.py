@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .dataset import DatasetView
-from .errors import SegalError
+from .errors import ContractError, SegalError
 from .model import EvalResult, Model, Progress, TrainResult
 from .oracle import Annotation
 from .run import Run
@@ -161,12 +161,14 @@ def _checked_selection(run: Run, chosen: Any, position: dict[str, int], k: int) 
     """A ``segal_select`` result must be ``k`` distinct unlabelled ids."""
     plugins = ", ".join(repr(i.plugin_name) for i in run.plugins.manager.hook.segal_select.get_hookimpls())
     if isinstance(chosen, (str, bytes)) or not isinstance(chosen, Sequence):
-        raise SegalError(f"plugin {plugins} returned a {type(chosen).__name__} from segal_select, not a list of ids")
+        raise ContractError(
+            f"plugin {plugins} returned a {type(chosen).__name__} from segal_select, not a list of ids"
+        )
     ids = list(chosen)
     bad = [sid for sid in ids if sid not in position]
     if len(ids) != k or len(set(ids)) != k or bad:
         extra = f" ({bad[0]!r} is not an unlabelled id)" if bad else ""
-        raise SegalError(
+        raise ContractError(
             f"plugin {plugins} returned {len(ids)} ids from segal_select, not {k} distinct unlabelled ids{extra}"
         )
     return ids

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from .dataset import Dataset
-from .errors import SegalError
+from .errors import ContractError, SegalError
 from .model import Model, Progress
 
 __all__ = ["ImageScores", "PoolImages", "pad_collate", "pool_loader", "score_pool"]
@@ -37,7 +37,7 @@ class PoolImages(TorchDataset[torch.Tensor]):
         image = self.pool.image(index)
         if image.dim() != 3:
             sample = self.pool.ids[index] if index < len(self.pool.ids) else index
-            raise SegalError(
+            raise ContractError(
                 f"sample {sample!r}: image has shape {tuple(image.shape)}, expected [3, H, W]; "
                 "fix the dataset plugin"
             )
@@ -59,7 +59,7 @@ def pad_collate(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
         return torch.stack(list(images)), None
     channels = first.shape[0]
     if any(im.shape[0] != channels for im in images):
-        raise SegalError(
+        raise ContractError(
             f"pool images have different channel counts ({sorted({im.shape[0] for im in images})}); "
             "fix the dataset plugin"
         )
@@ -147,13 +147,13 @@ def score_pool(
                 group = group[..., :height, :width]
                 logits = model.logits(group)
                 if logits.dim() != 4 or logits.shape[0] != group.shape[0] or logits.shape[-2:] != group.shape[-2:]:
-                    raise ValueError(
+                    raise ContractError(
                         f"{type(model).__name__}.logits returned shape {tuple(logits.shape)} for "
                         f"images {tuple(group.shape)}; expected [B, C, H, W] of the same B, H, W"
                     )
                 group_scores = image_scores(logits, None)
                 if group_scores.shape != (group.shape[0],):
-                    raise ValueError(
+                    raise ContractError(
                         f"image_scores returned shape {tuple(group_scores.shape)}, expected ({group.shape[0]},)"
                     )
                 if rows is None:

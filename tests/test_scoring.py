@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from segal_core import ModelConfig, PoolContext, SegalError
+from segal_core.errors import ContractError
 from segal_core.scoring import pad_collate, pool_loader, score_pool
 from segal_core.testing import RandomImages, TinyModel
 from segal_uncertainty import EntropySampling, LeastConfidence, MarginSampling
@@ -141,8 +142,9 @@ def test_bad_logits_shape_is_reported() -> None:
             return super().logits(images)[..., :-1, :]
 
     model = Shrinks(ModelConfig(num_classes=3, device="cpu"))
-    with pytest.raises(ValueError, match="Shrinks.logits returned shape"):
+    with pytest.raises(ContractError, match="Shrinks.logits returned shape") as err:
         score_pool(model, RandomImages(2), EntropySampling().image_scores, batch_size=2, num_workers=0)
+    assert err.value.exit_code == 3  # the plugin is at fault, not the user's options
 
 
 def test_strategy_score_uses_the_context() -> None:

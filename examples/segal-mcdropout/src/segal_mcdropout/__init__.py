@@ -19,7 +19,7 @@ from .rounds_csv import FILE_NAME, write_rounds_csv
 from .strategy import BALD
 
 if TYPE_CHECKING:
-    from segal_core.cycle import Run
+    from segal_core import Run
 
 __all__ = ["BALD", "FILE_NAME", "PassAccumulator", "bald", "segal_register_strategies", "segal_round_end"]
 
