@@ -109,7 +109,8 @@ def segal_train_augmentation(config: RunConfig, splits: Splits) -> object | None
     :returns: the augmentation, or ``None`` to leave the model's own. It reaches the
         model as ``ModelConfig.augmentation``; what it must be is the model plugin's
         rule (the smp models take an albumentations transform called as
-        ``t(image=HWC uint8 array, mask=HW array)``).
+        ``t(image=HWC array, mask=HW array)``: uint8 images, or float32 in 0..1 when
+        the dataset gives floats; int32 masks).
 
     Called once per run (and per resume), before the model is built. Stops at the
     first non-None result.

@@ -31,7 +31,6 @@ import logging
 import os
 import random
 import warnings
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -357,8 +356,6 @@ class Augmentation:
             self(image, mask, 0)
 
 
-#: The "settings ignored" warnings given so far (each is given once, not every round).
-_WARNED: set[tuple[str, tuple[str, ...]]] = set()
 
 
 def training_augmentation(options: SmpOptions, hook: object | None = None, ignore_index: int = DEFAULT_IGNORE_INDEX) -> Augmentation:
@@ -376,14 +373,9 @@ def training_augmentation(options: SmpOptions, hook: object | None = None, ignor
         for key, default in (("crop_size", None), ("flip", True), ("jitter", False))
         if getattr(options, key) != default
     ]
-    if ignored and (source, tuple(ignored)) not in _WARNED:
-        _WARNED.add((source, tuple(ignored)))
+    if ignored:  # once per model built
         log.warning("%s replaces the built-in augmentation: %s ignored", source, ", ".join(ignored))
     return augmentation
-
-
-#: model -> (options, hook, ignore index, its augmentation): built once per model.
-_MODELS: weakref.WeakKeyDictionary[object, tuple[object, object, int, Augmentation]] = weakref.WeakKeyDictionary()
 
 
 def model_augmentation(model: Any) -> Augmentation:
@@ -394,9 +386,9 @@ def model_augmentation(model: Any) -> Augmentation:
     options, config = model.options, model.config
     hook = getattr(config, "augmentation", None)
     ignore_index = int(config.ignore_index)
-    cached = _MODELS.get(model)
+    cached = getattr(model, "_segal_augmentation", None)  # kept on the model itself
     if cached is not None and cached[0] == options and cached[1] is hook and cached[2] == ignore_index:
         return cached[3]
     augmentation = training_augmentation(options, hook, ignore_index)
-    _MODELS[model] = (options, hook, ignore_index, augmentation)
+    model._segal_augmentation = (options, hook, ignore_index, augmentation)
     return augmentation

@@ -17,6 +17,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import IndexedDataset, PadCollate, imagenet_stats, network_inputs
 from .device import resolve_runtime
 from .metrics import ConfusionMatrix
+from .augment import model_augmentation
 from .options import parse_options
 from .training import train as run_training
 
@@ -51,6 +52,7 @@ class SmpModel(Model):
         super().__init__(config)
         _check_config(config)
         self.options = parse_options(config.options)
+        model_augmentation(self)  # a bad --augment file or hook fails here, before any training
         self.runtime = resolve_runtime(config.device, self.options.precision)
         #: ImageNet mean and std on the device (used for every encoder).
         self.stats = imagenet_stats(self.runtime.device)
