@@ -162,8 +162,10 @@ def segal_after_train(run: Run, round: int, metrics: dict[str, Any]) -> None:
 
     :param run: the run.
     :param round: the round number.
-    :param metrics: ``train`` (loss, epochs, steps), ``val`` and ``test`` (mIoU,
-        per-class IoU, pixel accuracy). Plugins may read, not change, these.
+    :param metrics: ``train`` (loss, epochs, steps, best epoch, and ``history``: one
+        dict per epoch with ``epoch``, ``loss``, ``lr`` and, where evaluated,
+        ``val_miou``), ``val`` and ``test`` (mIoU, per-class IoU, pixel accuracy).
+        Plugins may read, not change, these.
     """
 
 

@@ -189,7 +189,11 @@ def one_round(run: Run, round: int, bars: Progress) -> dict[str, Any]:
         "steps": trained.steps,
         "best_epoch": trained.best_epoch,
     }
-    metrics = {"train": train_summary, "val": val.as_dict(run.classes), "test": test.as_dict(run.classes)}
+    metrics = {
+        "train": {**train_summary, "history": list(trained.history)},  # per epoch: loss, lr, val_miou
+        "val": val.as_dict(run.classes),
+        "test": test.as_dict(run.classes),
+    }
     run.call("segal_after_train", round=round, metrics=metrics)
 
     labelled_before = len(run.state.ledger)
