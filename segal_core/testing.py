@@ -168,6 +168,7 @@ class TinyModel(Model):
         loss_fn = torch.nn.CrossEntropyLoss(ignore_index=self.config.ignore_index)
         best: tuple[float, int, dict[str, torch.Tensor]] | None = None
         steps, loss = 0, math.nan
+        history: list[dict[str, float]] = []
         for epoch in range(epochs):
             for i in range(len(train)):
                 image, mask = train[i]
@@ -180,8 +181,10 @@ class TinyModel(Model):
                 loss = float(batch_loss.detach())
                 if progress is not None:
                     progress("train", steps, epochs * len(train))
+            history.append({"epoch": float(epoch + 1), "loss": loss, "lr": self.options.lr})
             if val is not None:
                 miou = self.evaluate(val).miou
+                history[-1]["val_miou"] = miou
                 if best is None or miou > best[0]:
                     best = (miou, epoch, copy.deepcopy(self.net.state_dict()))
         if best is not None:
@@ -193,6 +196,7 @@ class TinyModel(Model):
             final_loss=loss,
             best_epoch=None if best is None else best[1],
             best_val_miou=None if best is None else best[0],
+            history=history,
         )
 
     def evaluate(self, data: Dataset, *, progress: Progress | None = None) -> EvalResult:
