@@ -19,11 +19,13 @@ all of them alike. Modes:
   ``GOMP_SPINCOUNT=300000``, libgomp's spin count when ``OMP_WAIT_POLICY`` is unset).
   Runs at most ``--old-repeats`` times: two such runs at once may take many minutes.
 
-Before ``segal run`` had ``--threads`` (checked with ``segal run --help``) the modes
-were emulated with environment variables: ``default`` as ``OMP_WAIT_POLICY=PASSIVE``
+Where ``segal run`` lacks ``--threads`` (checked with ``segal run --help``) the modes
+are emulated with environment variables: ``default`` as ``OMP_WAIT_POLICY=PASSIVE``
 (what :func:`segal_core.threads.prepare_environment` sets), ``threads1`` as
-``OMP_NUM_THREADS=1``, ``old`` as the plain command. Each line says which
-(``"emulated"``).
+``OMP_NUM_THREADS=1``, ``old`` as the plain command. Where it has ``--threads`` but
+does not set ``OMP_WAIT_POLICY`` itself (checked with one tiny run), ``default`` gets
+``OMP_WAIT_POLICY=PASSIVE`` from outside. Each line says so (``"emulated"``), and the
+header has ``threads_option`` and ``cli_sets_wait_policy``.
 
 Prints one JSON header line (machine, versions, date, command, load average), one
 JSON line per measurement (``wall_s``: the slowest process; ``per_run_s``;
@@ -115,6 +117,27 @@ def has_threads_option() -> bool:
     return "--threads" in done.stdout
 
 
+_WAIT_POLICY_PROBE = """
+import os, sys
+sys.argv = ["segal", *sys.argv[1:]]
+from segal_core.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+print("OMP_WAIT_POLICY=" + os.environ.get("OMP_WAIT_POLICY", ""), file=sys.stderr)
+"""
+
+
+def cli_sets_wait_policy(options: Sequence[str], out: Path) -> bool:
+    """Whether ``segal run`` itself sets ``OMP_WAIT_POLICY`` (through
+    ``segal_core.threads.prepare_environment``): one tiny run, started without it."""
+    cmd = [sys.executable, "-c", _WAIT_POLICY_PROBE, "run", *options, *QUICK_OPTIONS, "--threads", "1",
+           "--out", str(out / "wait-policy-probe")]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=600)
+    return "OMP_WAIT_POLICY=PASSIVE" in done.stderr.splitlines()
+
+
 def clean_env() -> dict[str, str]:
     """This environment without thread variables, with the repository importable."""
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
@@ -123,11 +146,14 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def build_modes(names: Sequence[str], cpus: int, wired: bool) -> list[Mode]:
-    """The modes asked for, with ``--threads`` when ``segal run`` has it, else emulated."""
+def build_modes(names: Sequence[str], cpus: int, wired: bool, waits: bool) -> list[Mode]:
+    """The modes asked for, with ``--threads`` when ``segal run`` has it, else emulated;
+    ``default`` gets ``OMP_WAIT_POLICY=PASSIVE`` from outside when ``segal run`` does
+    not set it itself yet (``waits``)."""
     if wired:
+        passive = {} if waits else {"OMP_WAIT_POLICY": "PASSIVE"}
         table = {
-            "default": Mode("default"),
+            "default": Mode("default", (), passive, emulated=not waits),
             "threads1": Mode("threads1", ("--threads", "1")),
             "old": Mode("old", ("--threads", str(cpus)), {"GOMP_SPINCOUNT": OLD_SPINCOUNT}),
         }
@@ -227,8 +253,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     cpus = usable_cpus()
     wired = has_threads_option()
-    modes = build_modes(args.modes, cpus, wired)
     options = ["--dataset", "synthetic", "--rounds", "1", "--device", "cpu", "--no-progress"]
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="segal-concurrency-"))
+    out.mkdir(parents=True, exist_ok=True)
+    waits = wired and cli_sets_wait_policy(options, out)
+    modes = build_modes(args.modes, cpus, wired, waits)
     if args.quick:
         options += QUICK_OPTIONS
     elif args.epochs is not None:
@@ -238,13 +267,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         benchmark="concurrency",
         usable_cpus=cpus,
         threads_option=wired,
+        cli_sets_wait_policy=waits,
         segal_run=" ".join(["segal", "run", *options, "--out", "TMP"]),
         load_before=[round(x, 2) for x in os.getloadavg()],
         repeats=args.repeats,
     )
     print(json.dumps(header), flush=True)
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="segal-concurrency-"))
-    out.mkdir(parents=True, exist_ok=True)
     lines: list[dict[str, Any]] = []
     try:
         for repeat in range(args.repeats):

@@ -226,9 +226,10 @@ def _auto_workers(total: int, device_type: str) -> int:
     On the CPU: none. The cores are the bottleneck, a worker process only moves
     decoding from the main process to another process on the same cores, and it
     costs a process start and inter-process copies. On an accelerator the cores are
-    otherwise idle: all but one (for the main process), at most 8.
+    otherwise idle: all but one (for the main process), at most 8. An unresolved
+    ``"auto"`` device is planned like the CPU (the cautious choice: resolve it first).
     """
-    if device_type == "cpu":
+    if device_type in ("cpu", "auto"):
         return 0
     return max(0, min(_MAX_AUTO_WORKERS, total - 1))
 
@@ -250,7 +251,8 @@ def plan_threads(
     accelerator (at most 8); the compute threads get the rest, at least one.
 
     :param requested: ``--threads``, or ``None`` when not given.
-    :param device_type: ``"cpu"``, ``"cuda"``, ... (``torch.device.type``).
+    :param device_type: ``"cpu"``, ``"cuda"``, ... (``torch.device.type`` of the
+        resolved device; an unresolved ``"auto"`` is planned like ``"cpu"``).
     :param env: the environment (``os.environ``).
     :param cpus: the usable cores, from :func:`usable_cpus`.
     :param workers: ``--num-workers``, or ``None`` for the automatic choice.

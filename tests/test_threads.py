@@ -233,3 +233,48 @@ def test_apply_in_a_fresh_process() -> None:
 
 def test_unresolved_auto_device_planned_like_the_cpu() -> None:
     assert plan_threads(None, device_type="auto", env={}, cpus=16) == ThreadBudget(16, 1, 0, "auto")
+
+
+# -- benchmarks/concurrency.py -------------------------------------------------------
+
+
+def _concurrency_module(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    import importlib
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    return importlib.import_module("concurrency")
+
+
+def test_concurrency_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = _concurrency_module(monkeypatch)
+    modes = bench.build_modes(["default", "threads1", "old"], 4, wired=True, waits=True)
+    assert [(m.args, m.env) for m in modes] == [
+        ((), {}), (("--threads", "1"), {}), (("--threads", "4"), {"GOMP_SPINCOUNT": "300000"})
+    ]
+
+    def line(mode: str, repeat: int, count: int, wall: float, ok: bool = True) -> dict[str, object]:
+        return {"mode": mode, "repeat": repeat, "runs_at_once": count, "wall_s": wall,
+                "returncodes": [0 if ok else 1] * count, "timed_out": False}
+
+    lines = [line("default", 0, 1, 10.0), line("default", 0, 2, 12.0), line("default", 1, 2, 15.0),
+             line("default", 1, 1, 10.0), line("threads1", 0, 1, 10.0), line("threads1", 0, 2, 30.0, ok=False)]
+    summary = bench.summarize(lines, modes)
+    assert summary["default"]["ratio"] == 1.35 and summary["default"]["ratios"] == [1.2, 1.5]
+    assert summary["default"]["meets_target"] is True
+    assert summary["threads1"] == {"error": "no successful measurement"}
+
+
+@pytest.mark.slow
+def test_concurrency_quick(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", ENV_VAR)}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "concurrency.py"), "--quick", "--modes", "threads1",
+         "--out", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=900, check=True,
+    )
+    lines = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
+    header, *measurements, result = lines
+    assert header["benchmark"] == "concurrency" and header["machine"] and "load_before" in header
+    assert sorted(m["runs_at_once"] for m in measurements) == [1, 2]
+    assert all(m["returncodes"] == [0] * m["runs_at_once"] for m in measurements)
+    assert result["summary"]["threads1"]["ratio"] > 0
