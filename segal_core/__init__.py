@@ -51,6 +51,8 @@ _EXPORTS = {
     "run_cycle": "cycle",
     "resume_run": "cycle",
     "RunOption": "cliopts",
+    "QueryUnit": "units",
+    "RegionContext": "strategy",
 }
 
 __all__ = sorted([*_EXPORTS, "SegalError", "__version__", "hookimpl", "hookspec"])
@@ -69,4 +71,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .plugins import DISABLE_ENV, ENTRY_POINT_GROUP, PluginError, PluginInfo, Plugins, load_plugins, registry
     from .registration import Registry
     from .run import Run
-    from .strategy import REDUCTIONS, PoolContext, Strategy, UncertaintyStrategy, reduce_pixels
+    from .strategy import REDUCTIONS, PoolContext, RegionContext, Strategy, UncertaintyStrategy, reduce_pixels
+    from .units import QueryUnit

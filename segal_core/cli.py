@@ -69,13 +69,22 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--oracle",), "oracle", {"default": "ground_truth", "show_default": True, "help": "Who labels queries."}),
     (("--oracle-opt",), "oracle_opt", {"multiple": True, "metavar": "KEY=VALUE",
                                        "help": "Option for the oracle (repeatable)."}),
+    (("--query-unit",), "query_unit", {"default": "image", "show_default": True,
+                                       "help": "What is queried: image, patch, superpixel (or a plugin's unit)."}),
+    (("--unit-opt",), "unit_opt", {"multiple": True, "metavar": "KEY=VALUE",
+                                   "help": "Option for the query unit, e.g. size=32 (repeatable)."}),
+    (("--query-pixels",), "query_pixels", {"type": int, "help": "Pixels queried per round with a region unit "
+                                           "(overrides --query-ratio)."}),
+    (("--seed-unit",), "seed_unit", {"type": click.Choice(["region", "image"]), "default": "region",
+                                     "show_default": True,
+                                     "help": "With a region unit: a seed set of random regions, or whole images."}),
     (("--seed-ratio", "--seed_ratio"), "seed_ratio", {"type": float, "default": 0.1, "show_default": True,
-                                                      "help": "Fraction of the pool labelled at the start."}),
+                                                      "help": "Fraction of the pool labelled at the start (of its pixels with a region unit)."}),
     (("--query-ratio", "--query_ratio"), "query_ratio", {"type": float, "default": 0.1, "show_default": True,
-                                                         "help": "Fraction of the pool queried per round."}),
+                                                         "help": "Fraction of the pool queried per round (of its pixels with a region unit)."}),
     (("--query-size",), "query_size", {"type": int, "help": "Samples queried per round (overrides --query-ratio)."}),
     (("--rounds",), "rounds", {"type": int, "help": "Rounds to record (default: until the pool is exhausted)."}),
-    (("--budget",), "budget", {"type": float, "help": "Stop at this labelled fraction of the pool."}),
+    (("--budget",), "budget", {"type": float, "help": "Stop at this labelled fraction of the pool (of its pixels with a region unit)."}),
     (("--device",), "device", {"default": "auto", "show_default": True, "help": "auto, cpu, cuda or cuda:N."}),
     (("--num-workers", "--num_workers"), "num_workers", {"type": int, "help": "DataLoader workers."}),
     (("--threads",), "threads", {"type": int, "help": "CPU threads (default: $SEGAL_THREADS, else from the "
@@ -93,7 +102,7 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
 
 # CLI dest -> RunConfig field where they differ.
 _FIELD = {"dataset_opt": "dataset_options", "model_opt": "model_options",
-          "strategy_opt": "strategy_options", "oracle_opt": "oracle_options"}
+          "strategy_opt": "strategy_options", "oracle_opt": "oracle_options", "unit_opt": "unit_options"}
 # CLI dests that are not RunConfig fields.
 _NOT_FIELDS = ("resume", "no_progress", "config_file")
 
@@ -268,7 +277,7 @@ def report_command(runs: tuple[Path, ...], out: Path, metric: str) -> None:
     for row in rows:
         auc = row["auc"]
         click.echo(f"{row['label']:<28} rounds {row['rounds']:>3}  AUC {'n/a' if auc is None else f'{auc:.4f}'}  {row['run']}")
-    click.echo(f"wrote {out / 'report.png'}, {out / 'report.md'}, {out / 'report.csv'}")
+    click.echo(f"wrote {out / 'report.html'}, {out / 'report.png'}, {out / 'report.md'}, {out / 'report.csv'}")
 
 
 def build_cli(plugins: Plugins) -> click.Group:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +21,19 @@ RESUME_KEYS_FREE = frozenset(
     {"out", "resume", "num_workers", "threads", "progress", "blocked", "data_path", "cache"}
 )
 #: The ``RunConfig`` fields that hold a plugin's ``key=value`` settings.
-OPTION_MAPS = ("dataset_options", "model_options", "strategy_options", "oracle_options", "plugin_options")
+OPTION_MAPS = (
+    "dataset_options", "model_options", "strategy_options", "oracle_options", "unit_options", "plugin_options",
+)
 #: Model settings that were top-level ``RunConfig`` fields in run-directory format 1
 #: (segal 0.2.0 development); they now live in ``model_options``.
 MODEL_KEYS_OF_FORMAT_1 = (
     "encoder", "encoder_weights", "precision", "epochs", "min_steps", "steps_per_image",
     "batch_size", "crop_size", "lr",
 )
+#: The most classes a run may have (``--num-classes``).
+MAX_CLASSES = 4096
+#: The most DataLoader worker processes a run may start (``--num-workers``).
+MAX_WORKERS = 64
 #: Keys of a run's ``config.json`` that are not settings.
 _RUN_RECORD_KEYS = ("resolved", "versions", "format")
 
@@ -43,6 +50,12 @@ class RunConfig:
     ``threads`` caps the CPU threads (``None``: ``$SEGAL_THREADS``, else chosen from
     the cores this process may use).
 
+    ``query_unit`` is what is queried: ``image`` (whole images), or a region unit
+    (``patch``, ``superpixel``, a plugin's) with ``unit_options``; with a region unit,
+    ``seed_ratio``, ``query_ratio`` and ``budget`` are fractions of the pool's pixels,
+    ``query_pixels`` the absolute query size, and the seed set is random regions
+    (``seed_unit="image"``: whole images).
+
     The model's own settings (encoder, epochs, learning rate, crops, ...) are not
     fields here: they are the model plugin's, in ``model_options`` (``segal run
     --encoder resnet34`` sets ``model_options["encoder"]``).
@@ -58,6 +71,10 @@ class RunConfig:
     strategy_options: dict[str, Any] = field(default_factory=dict)
     oracle: str = "ground_truth"
     oracle_options: dict[str, Any] = field(default_factory=dict)
+    query_unit: str = "image"
+    unit_options: dict[str, Any] = field(default_factory=dict)
+    query_pixels: int | None = None
+    seed_unit: str = "region"
     seed_ratio: float = 0.1
     query_ratio: float = 0.1
     query_size: int | None = None
@@ -76,24 +93,46 @@ class RunConfig:
     plugin_options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
-        """Check what can be checked without data; raises :class:`SegalError`."""
+        """Check what can be checked without data: every setting's type (a ``--config``
+        file or a ``config.json`` may hold anything) and range; raises
+        :class:`SegalError` naming the option and its limits."""
+        from .options import expected
+
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            wrong = expected(value, hints[f.name])
+            if wrong is not None:
+                shown = (
+                    "none" if value is None else repr(value) if isinstance(value, str)
+                    else str(value) if isinstance(value, (int, float)) else json.dumps(value, default=str)
+                )[:60]
+                raise SegalError(f"{_flag(f.name)} {shown}: expected {wrong}")
         for flag, value in (("--seed-ratio", self.seed_ratio), ("--query-ratio", self.query_ratio)):
             if not 0.0 < value <= 1.0:  # NaN fails too
                 raise SegalError(f"{flag} {value}: must be in (0, 1]")
         if self.budget is not None and not 0.0 < self.budget <= 1.0:
             raise SegalError(f"--budget {self.budget}: must be in (0, 1]")
-        for flag, value, top in (
-            ("--query-size", self.query_size, 10**9),
-            ("--rounds", self.rounds, 10**6),
-            ("--num-classes", self.num_classes, 65_535),
-            ("--threads", self.threads, 4096),
+        for flag, value, top, why in (
+            ("--query-size", self.query_size, 10**9, ""),
+            ("--rounds", self.rounds, 10**6, ""),
+            ("--num-classes", self.num_classes, MAX_CLASSES,
+             " (every class costs memory in the network's output and the confusion matrix)"),
+            ("--threads", self.threads, 4096, ""),
         ):
             if value is not None and not 1 <= value <= top:
-                raise SegalError(f"{flag} {value}: must be between 1 and {top}")
-        if self.num_workers is not None and not 0 <= self.num_workers <= 256:
-            raise SegalError(f"--num-workers {self.num_workers}: must be between 0 and 256")
+                raise SegalError(f"{flag} {value}: must be between 1 and {top}{why}")
+        if self.num_workers is not None and not 0 <= self.num_workers <= MAX_WORKERS:
+            raise SegalError(
+                f"--num-workers {self.num_workers}: must be between 0 and {MAX_WORKERS} "
+                "(each DataLoader worker is a process of its own)"
+            )
         if not 0 <= self.seed < 2**63:
             raise SegalError(f"--seed {self.seed}: must be between 0 and 2**63 - 1")
+        if self.query_pixels is not None and not 1 <= self.query_pixels <= 10**13:
+            raise SegalError(f"--query-pixels {self.query_pixels}: must be between 1 and 10**13")
+        if self.seed_unit not in ("region", "image"):
+            raise SegalError(f"--seed-unit {self.seed_unit}: must be 'region' or 'image'")
         if self.retrain not in ("scratch", "finetune"):
             raise SegalError(f"--retrain {self.retrain}: must be 'scratch' or 'finetune'")
         for name in OPTION_MAPS:
@@ -182,6 +221,14 @@ def load_config_file(path: Path) -> dict[str, Any]:
             near = ", ".join(closest(key, names)[:3])
             raise SegalError(f"{flag}: unknown setting {key!r} (closest: {near})")
     return data
+
+
+def _flag(name: str) -> str:
+    """How a message names setting ``name``: its ``segal run`` option."""
+    flags = {"dataset_options": "--dataset-opt", "model_options": "--model-opt", "strategy_options": "--strategy-opt",
+             "oracle_options": "--oracle-opt", "unit_options": "--unit-opt", "progress": "--no-progress",
+             "blocked": "-p no:NAME", "plugin_options": "plugin_options"}
+    return flags.get(name, "--" + name.replace("_", "-"))
 
 
 def _refuse_constant(name: str) -> Any:

@@ -83,6 +83,13 @@ class Dataset(abc.ABC):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.image(index), self.mask(index)
 
+    def image_size(self, index: int) -> tuple[int, int]:
+        """``(height, width)`` of item ``index``. The default decodes the image; a
+        dataset that knows sizes cheaply (from file headers) overrides it. Region
+        queries use it once per pool image to count the pool's pixels."""
+        height, width = self.image(index).shape[-2:]
+        return int(height), int(width)
+
     def index_of(self, sample_id: str) -> int:
         """Position of ``sample_id`` in this split."""
         lookup = self.__dict__.get("_segal_index")
@@ -146,6 +153,9 @@ class DatasetView(Dataset):
     def image(self, index: int) -> torch.Tensor:
         return self.base.image(self.indices[index])
 
+    def image_size(self, index: int) -> tuple[int, int]:
+        return self.base.image_size(self.indices[index])
+
     def mask(self, index: int) -> torch.Tensor:
         override = self._masks.get(self.ids[index])
         if override is not None:
@@ -180,6 +190,10 @@ class CachedDataset(Dataset):
 
     def image(self, index: int) -> torch.Tensor:
         return self._images[index]
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        height, width = self._images[index].shape[-2:]
+        return int(height), int(width)
 
     def mask(self, index: int) -> torch.Tensor:
         return self._masks[index].to(torch.int64)

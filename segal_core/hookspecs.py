@@ -70,6 +70,18 @@ def segal_register_oracles() -> Sequence[type]:
     """
 
 
+@hookspec
+def segal_register_units() -> Sequence[type]:
+    """Register query units (subclasses of :class:`segal_core.QueryUnit`): what a
+    strategy scores and an oracle labels, e.g. regions from an external segmenter.
+
+    :returns: a list of classes, each with a unique ``name`` (and optional ``aliases``).
+
+    Called once when the plugins are loaded; a name claimed by two plugins is an error
+    that names both.
+    """
+
+
 # -- command line --------------------------------------------------------------
 
 
@@ -170,7 +182,9 @@ def segal_after_train(run: Run, round: int, metrics: dict[str, Any]) -> None:
 
 
 @hookspec
-def segal_after_scoring(run: Run, round: int, ids: Sequence[str], scores: torch.Tensor) -> None:
+def segal_after_scoring(
+    run: Run, round: int, ids: Sequence[str], scores: torch.Tensor, regions: Sequence[int] | None
+) -> None:
     """The unlabelled pool was scored, before selection.
 
     :param run: the run.
@@ -178,6 +192,11 @@ def segal_after_scoring(run: Run, round: int, ids: Sequence[str], scores: torch.
     :param ids: the unlabelled sample ids, in pool order; ``scores[i]`` belongs to ``ids[i]``.
     :param scores: one float per id (higher = queried first), on the model's device.
         Read-only: to change the query, implement :func:`segal_select`.
+    :param regions: ``None`` when whole images are queried. With a region unit the
+        pool's regions are selected while they are scored (streaming), so ``ids``,
+        ``scores`` and ``regions`` are the selected regions, best first: region
+        ``regions[i]`` of image ``ids[i]`` (an id repeats when several of its regions
+        are chosen); :func:`segal_select` is not called.
     """
 
 
@@ -200,13 +219,17 @@ def segal_select(
 
 
 @hookspec
-def segal_after_query(run: Run, round: int, queried: Sequence[str], scores: Sequence[float]) -> None:
+def segal_after_query(
+    run: Run, round: int, queried: Sequence[str], scores: Sequence[float], regions: Sequence[int] | None
+) -> None:
     """The round's query is decided, before the oracle labels it.
 
     :param run: the run.
     :param round: the round number.
     :param queried: the queried ids, highest score first.
     :param scores: their scores.
+    :param regions: ``None`` for whole images; with a region unit, the region id of
+        each entry of ``queried`` (``run.maps(pool_index)`` gives the region map).
     """
 
 

@@ -44,3 +44,22 @@ class Oracle(abc.ABC):
     @abc.abstractmethod
     def label(self, ids: Sequence[str], pool: Dataset) -> list[Annotation]:
         """One :class:`Annotation` per id, in the order given."""
+
+    def label_regions(self, requests: Sequence[tuple[str, torch.Tensor]], pool: Dataset) -> list[Annotation]:
+        """Label regions: one :class:`Annotation` per ``(id, area)`` request, ``area``
+        a bool ``[H, W]`` mask of the pixels to label (the union of the image's
+        queried regions). The mask holds the labels inside ``area`` and
+        ``ignore_index`` elsewhere; ``labeled_pixels`` is the area's size (what the
+        annotator looked at, void pixels included).
+
+        The default asks :meth:`label` for the whole images and cuts each to its
+        area, which is right for the ground truth; an oracle that labels regions
+        itself (a person drawing only inside them) overrides it.
+        """
+        answers = self.label([sid for sid, _ in requests], pool)
+        out: list[Annotation] = []
+        for (sid, area), answer in zip(requests, answers):
+            full = answer.mask if answer.mask is not None else pool.mask(pool.index_of(sid))
+            part = torch.where(area.to(full.device), full, torch.full_like(full, pool.ignore_index))
+            out.append(Annotation(sample_id=sid, labeled_pixels=int(area.sum()), mask=part))
+        return out

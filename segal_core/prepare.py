@@ -20,8 +20,11 @@ from .errors import SegalError
 from .model import ModelConfig
 from .options import coerce_options
 from .plugins import Plugins, load_plugins
+from .regions import RegionMaps, pixel_budget
 from .run import Echo, Run, _quiet
 from .rundir import FORMAT_VERSION, RunDir, RunState
+from .strategy import RegionContext, Strategy
+from .units import QueryUnit
 
 __all__ = ["check_resumed_data", "default_out", "prepare_run", "run_sizes"]
 
@@ -136,6 +139,8 @@ def prepare_run(
     model_cls = reg.model(config.model)
     strategy = _build(reg.strategy(config.strategy), dict(config.strategy_options), "--strategy-opt")
     oracle = _build(reg.oracle(config.oracle), dict(config.oracle_options), "--oracle-opt")
+    unit = _build(reg.unit(config.query_unit), dict(config.unit_options), "--unit-opt")
+    _check_unit(config, unit, strategy)
 
     out = Path(config.out) if config.out else default_out(config)
     if existing is None:
@@ -145,7 +150,12 @@ def prepare_run(
     splits = _load_splits(config, dataset_cls)
     for notice in splits.notices:
         log.info(f"notice: {notice}")
-    seed_size, query_size = run_sizes(config, len(splits.train))
+    areas = [h * w for h, w in (splits.train.image_size(i) for i in range(len(splits.train)))]
+    if unit.whole_image:
+        seed_size, query_size = run_sizes(config, len(splits.train))
+    else:  # sizes in pixels
+        seed_size = pixel_budget(config.seed_ratio, None, sum(areas))
+        query_size = 0 if config.full else pixel_budget(config.query_ratio, config.query_pixels, sum(areas))
 
     model_config = ModelConfig(
         num_classes=len(splits.classes),
@@ -174,6 +184,9 @@ def prepare_run(
         seed_size=seed_size,
         query_size=query_size,
         echo=echo,
+        unit=unit,
+        maps=RegionMaps(unit, splits.train, out / "regions" / _cache_name(unit)),
+        pool_areas=areas,
     )
     if existing is None:
         rundir.create(
@@ -187,6 +200,9 @@ def prepare_run(
                     "ignore_index": splits.ignore_index,
                     "seed_size": seed_size,
                     "query_size": query_size,
+                    "size_unit": "images" if unit.whole_image else "pixels",
+                    "query_unit": unit.describe(),
+                    "pool_pixels": sum(areas),
                     "model_class": f"{model_cls.__module__}.{model_cls.__qualname__}",
                     "strategy_class": f"{type(strategy).__module__}.{type(strategy).__qualname__}",
                     "device": str(model.device),
@@ -201,6 +217,26 @@ def prepare_run(
         rundir.clean_temporaries()
         check_resumed_data(run)
     return run
+
+
+def _check_unit(config: RunConfig, unit: QueryUnit, strategy: Strategy) -> None:
+    """Unit, strategy and sizes that fit together, before any data is read."""
+    if unit.whole_image:
+        if config.query_pixels is not None:
+            raise SegalError(f"--query-pixels needs a region unit (--query-unit patch|superpixel|...), "
+                             f"not --query-unit {config.query_unit}; use --query-size for images")
+        return
+    if config.query_size is not None:
+        raise SegalError(f"--query-size counts images; with --query-unit {config.query_unit} give --query-pixels")
+    if type(strategy).score_regions is Strategy.score_regions:
+        strategy.score_regions(RegionContext(pool=None, model=None, generator=None, unit=unit))  # type: ignore[arg-type]
+
+
+def _cache_name(unit: QueryUnit) -> str:
+    """A folder name per unit and options (another --unit-opt, other regions)."""
+    import hashlib
+
+    return f"{unit.name}-{hashlib.sha1(unit.describe().encode()).hexdigest()[:8]}"
 
 
 def check_resumed_data(run: Run) -> None:

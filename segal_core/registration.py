@@ -16,6 +16,7 @@ KINDS: Mapping[str, tuple[str, str]] = {
     "models": ("segal_register_models", "--model"),
     "strategies": ("segal_register_strategies", "--strategy"),
     "oracles": ("segal_register_oracles", "--oracle"),
+    "units": ("segal_register_units", "--query-unit"),
 }
 
 
@@ -28,6 +29,7 @@ class Registry:
     models: dict[str, type] = field(default_factory=dict)
     strategies: dict[str, type] = field(default_factory=dict)
     oracles: dict[str, type] = field(default_factory=dict)
+    units: dict[str, type] = field(default_factory=dict)
     #: (kind, class) -> the plugin that registered it.
     owners: dict[tuple[str, type], str] = field(default_factory=dict)
 
@@ -83,3 +85,6 @@ class Registry:
 
     def oracle(self, name: str) -> type:
         return self.get("oracles", name)
+
+    def unit(self, name: str) -> type:
+        return self.get("units", name)

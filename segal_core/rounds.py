@@ -17,13 +17,14 @@ import torch
 
 from .dataset import DatasetView
 from .errors import ContractError, SegalError
+from .regions import RegionMaps
 from .model import EvalResult, Model, Progress, TrainResult
 from .oracle import Annotation
 from .run import Run
 from .rundir import LedgerEntry
-from .strategy import PoolContext
+from .strategy import PoolContext, RegionContext
 
-__all__ = ["label", "next_query_size", "one_round", "seed_ledger", "summary_line"]
+__all__ = ["label", "label_regions", "next_query_size", "one_round", "seed_ledger", "summary_line"]
 
 
 def _finite(x: float | None) -> float | None:
@@ -64,24 +65,81 @@ def label(run: Run, round: int, ids: Sequence[str]) -> list[Annotation]:
 
 
 def seed_ledger(run: Run) -> None:
-    """Label the seed set: ``seed_size`` pool samples drawn with ``--seed``."""
+    """Label the seed set, drawn with ``--seed``: ``seed_size`` pool samples, or with a
+    region unit random regions (whole images with ``--seed-unit image``) worth
+    ``seed_size`` pixels."""
     pool = run.pool
     gen = torch.Generator().manual_seed(run.config.seed)
-    order = torch.randperm(len(pool), generator=gen)[: run.seed_size].tolist()
-    label(run, -1, [pool.ids[i] for i in sorted(order)])
+    if not run.regional or run.config.full:
+        count = len(pool) if run.config.full else run.seed_size
+        order = torch.randperm(len(pool), generator=gen)[:count].tolist()
+        label(run, -1, [pool.ids[i] for i in sorted(order)])
+    elif run.config.seed_unit == "image":
+        chosen, pixels = [], 0
+        for i in torch.randperm(len(pool), generator=gen).tolist():
+            if pixels >= run.seed_size:
+                break
+            chosen.append(i)
+            pixels += run.pool_areas[i]
+        label(run, -1, [pool.ids[i] for i in sorted(chosen)])
+    else:
+        from .regions import random_regions
+
+        assert run.maps is not None
+        picks = random_regions(pool, run.maps, budget=run.seed_size, labelled={}, generator=gen)
+        label_regions(run, -1, [(pool.ids[p.index], p.region) for p in picks])
+
+
+def label_regions(run: Run, round: int, picks: Sequence[tuple[str, int]]) -> list[Annotation]:
+    """Ask the oracle for the picked ``(id, region)`` pairs, one request per image
+    (the union of its regions), and merge the answers into the ledger: an image
+    gains regions round after round; its mask accumulates."""
+    assert run.maps is not None
+    pool = run.pool
+    wanted: dict[str, list[int]] = {}
+    for sid, region in picks:
+        wanted.setdefault(sid, []).append(region)
+    requests = []
+    for sid, regions in wanted.items():
+        region_map = run.maps(pool.index_of(sid))
+        requests.append((sid, torch.isin(region_map, torch.tensor(regions))))
+    annotations = run.oracle.label_regions(requests, pool)
+    if [a.sample_id for a in annotations] != list(wanted):
+        raise SegalError(f"--oracle {run.config.oracle}: returned labels for other ids than queried")
+    for (sid, area), ann in zip(requests, annotations):
+        if ann.mask is None or ann.mask.shape != area.shape:
+            raise ContractError(f"--oracle {run.config.oracle}: label_regions must return a partial mask "
+                                f"of the image's size for {sid!r}")
+        new = ann.mask.detach().to("cpu", torch.int64)
+        old = run.partial_masks.get(sid)
+        merged = new if old is None else torch.where(area, new, old)
+        before = run.state.ledger.get(sid)
+        regions = sorted({*(before.regions or [] if before else []), *wanted[sid]})
+        mask_file = run.rundir.write_mask(sid, merged, who=f"--oracle {run.config.oracle}")
+        run.partial_masks[sid] = merged
+        run.state.ledger[sid] = LedgerEntry(
+            round=before.round if before else round,
+            pixels=(before.pixels if before else 0) + int(ann.labeled_pixels),
+            mask_file=mask_file,
+            regions=regions,
+        )
+    return annotations
 
 
 def next_query_size(run: Run, round: int) -> int:
-    """How many samples this round queries (0: the last round)."""
-    labelled = len(run.state.ledger)
-    pool = len(run.pool)
-    if run.config.full or labelled >= pool:
+    """How many samples (pixels, with a region unit) this round queries; 0: the
+    last round."""
+    if run.config.full or (run.config.rounds is not None and round + 1 >= run.config.rounds):
         return 0
-    if run.config.rounds is not None and round + 1 >= run.config.rounds:
+    if run.regional:
+        total, done = run.pool_pixels, run.labelled_area()
+    else:
+        total, done = len(run.pool), len(run.state.ledger)
+    if done >= total:
         return 0
-    k = min(run.query_size, pool - labelled)
+    k = min(run.query_size, total - done)
     if run.config.budget is not None:
-        k = min(k, math.floor(run.config.budget * pool + 1e-9) - labelled)
+        k = min(k, math.floor(run.config.budget * total + 1e-9) - done)
     return max(k, 0)
 
 
@@ -122,6 +180,40 @@ def _train_and_evaluate(
     return trained, val, test
 
 
+def _query_regions(
+    run: Run, round: int, budget: int, seconds: dict[str, float], bars: Progress
+) -> tuple[list[str], list[float], list[int]]:
+    """Score the regions of every image not labelled whole, select regions worth
+    ``budget`` pixels, label them."""
+    model = run.model
+    assert model is not None and run.maps is not None and run.unit is not None
+    pool, ledger = run.pool, run.state.ledger
+    positions = [i for i, sid in enumerate(pool.ids) if sid not in ledger or ledger[sid].regions is not None]
+    view = DatasetView(pool, positions)
+    labelled = {n: ledger[sid].regions or [] for n, sid in enumerate(view.ids) if sid in ledger}
+    ctx = RegionContext(
+        pool=view,
+        model=model if run.strategy.uses_model else None,
+        generator=torch.Generator().manual_seed(run.config.seed * 7919 + round + 1),
+        batch_size=model.inference_batch_size(),
+        num_workers=model.loader_workers(),
+        progress=bars,
+        unit=run.unit,
+        maps=RegionMaps(run.unit, view, run.maps.cache),
+        budget=budget,
+        labelled=labelled,
+    )
+    picks = _phase(run, round, "score", seconds, lambda: run.strategy.score_regions(ctx))
+    ids = [view.ids[p.index] for p in picks]
+    scores = [p.score for p in picks]
+    regions = [p.region for p in picks]
+    run.call("segal_after_scoring", round=round, ids=ids, scores=torch.tensor(scores), regions=regions)
+    run.call("segal_after_query", round=round, queried=ids, scores=scores, regions=regions)
+    annotations = _phase(run, round, "label", seconds, lambda: label_regions(run, round, list(zip(ids, regions))))
+    run.call("segal_after_label", round=round, annotations=annotations)
+    return ids, scores, regions
+
+
 def _query(run: Run, round: int, k: int, seconds: dict[str, float], bars: Progress) -> tuple[list[str], list[float]]:
     """Score the unlabelled pool, select ``k``, label them."""
     model = run.model
@@ -136,7 +228,7 @@ def _query(run: Run, round: int, k: int, seconds: dict[str, float], bars: Progre
         progress=bars,
     )
     scores = _phase(run, round, "score", seconds, lambda: run.strategy.score(ctx))
-    run.call("segal_after_scoring", round=round, ids=view.ids, scores=scores)
+    run.call("segal_after_scoring", round=round, ids=view.ids, scores=scores, regions=None)
 
     def select() -> tuple[list[str], list[float]]:
         chosen = run.call("segal_select", round=round, ids=view.ids, scores=scores, k=k)
@@ -151,7 +243,7 @@ def _query(run: Run, round: int, k: int, seconds: dict[str, float], bars: Progre
         return [view.ids[i] for i in positions], scores[picked].detach().float().cpu().tolist()
 
     queried, picked_scores = _phase(run, round, "select", seconds, select)
-    run.call("segal_after_query", round=round, queried=queried, scores=picked_scores)
+    run.call("segal_after_query", round=round, queried=queried, scores=picked_scores, regions=None)
     annotations = _phase(run, round, "label", seconds, lambda: label(run, round, queried))
     run.call("segal_after_label", round=round, annotations=annotations)
     return queried, picked_scores
@@ -198,15 +290,24 @@ def one_round(run: Run, round: int, bars: Progress) -> dict[str, Any]:
 
     labelled_before = len(run.state.ledger)
     labelled_pixels = sum(e.pixels for e in run.state.ledger.values())
+    labelled_area = run.labelled_area()
     k = next_query_size(run, round)
-    queried, scores = _query(run, round, k, seconds, bars) if k > 0 else ([], [])
+    regions: list[int] = []
+    if k <= 0:
+        queried, scores = [], []
+    elif run.regional:
+        queried, scores, regions = _query_regions(run, round, k, seconds, bars)
+    else:
+        queried, scores = _query(run, round, k, seconds, bars)
     seconds["total"] = time.perf_counter() - started
     pool_size = len(run.pool)
+    extra = {"queried_regions": regions} if run.regional else {}
     return {
         "round": round,
         "labeled": labelled_before,
         "labeled_fraction": labelled_before / pool_size,
         "labeled_pixels": labelled_pixels,
+        "labeled_pixel_fraction": labelled_area / max(1, run.pool_pixels),
         "pool_size": pool_size,
         "val_miou": _finite(val.miou),
         "test_miou": _finite(test.miou),
@@ -218,6 +319,7 @@ def one_round(run: Run, round: int, bars: Progress) -> dict[str, Any]:
         "train": train_summary,
         "queried": queried,
         "query_scores": [_finite(s) for s in scores],
+        **extra,
         "seconds": {phase: float(f"{spent:.4f}") for phase, spent in seconds.items()},
     }
 
@@ -229,6 +331,7 @@ def summary_line(record: dict[str, Any]) -> str:
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
     return (
         f"round {record['round']:>2} | labelled {record['labeled']}/{record['pool_size']} "
-        f"({100 * record['labeled_fraction']:.1f}%) | val mIoU {fmt(record['val_miou'])} | "
+        f"({100 * record['labeled_fraction']:.1f}%, {100 * record.get('labeled_pixel_fraction', 0):.1f}% px) | "
+        f"val mIoU {fmt(record['val_miou'])} | "
         f"{record['test_split']} mIoU {fmt(record['test_miou'])} | {phases} | queried {len(record['queried'])}"
     )

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from .oracle import Oracle
     from .plugins import Plugins
     from .rundir import RunDir, RunState
+    from .regions import RegionMaps
     from .strategy import Strategy
+    from .units import QueryUnit
 
 __all__ = ["Echo", "Run"]
 
@@ -60,6 +62,28 @@ class Run:
     #: Partial masks returned by the oracle (id -> int64 mask), kept in memory so a
     #: round does not decode ``labels/`` again; read from disk once on resume.
     partial_masks: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    #: The query unit (``None``: whole images) and the pool's region maps.
+    unit: QueryUnit | None = None
+    maps: RegionMaps | None = field(default=None, repr=False)
+    #: Each pool image's pixel count (height x width), in pool order.
+    pool_areas: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def regional(self) -> bool:
+        """Whether regions, not whole images, are queried."""
+        return self.unit is not None and not self.unit.whole_image
+
+    @property
+    def pool_pixels(self) -> int:
+        return sum(self.pool_areas)
+
+    def labelled_area(self) -> int:
+        """Pixels labelled so far: a whole image counts its area, a region entry the
+        area of its regions."""
+        total = 0
+        for sid, entry in self.state.ledger.items():
+            total += self.pool_areas[self.pool.index_of(sid)] if entry.regions is None else entry.pixels
+        return total
 
     @property
     def pool(self) -> Dataset:

@@ -105,11 +105,21 @@ def deferred_signals() -> Iterator[None]:
 
 @dataclass
 class LedgerEntry:
-    """One labelled sample: the round it was labelled in and its labelled pixels."""
+    """One labelled sample: the round it was first labelled in, its labelled pixels,
+    the partial mask file (``None``: the dataset's own ground truth, the whole image)
+    and, with a region unit, the region ids labelled so far (``None``: the whole
+    image). For region queries ``pixels`` is the labelled regions' area."""
 
     round: int
     pixels: int
     mask_file: str | None = None
+    regions: list[int] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = vars(self).copy()
+        if self.regions is None:
+            del out["regions"]  # image-level entries keep their format-1 shape
+        return out
 
 
 @dataclass
@@ -127,7 +137,7 @@ class RunState:
             "completed_rounds": self.completed_rounds,
             "finished": self.finished,
             "checkpoint": self.checkpoint,
-            "ledger": {k: vars(v) for k, v in self.ledger.items()},
+            "ledger": {k: v.to_json() for k, v in self.ledger.items()},
         }
 
     @classmethod

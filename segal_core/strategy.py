@@ -13,9 +13,13 @@ from .dataset import Dataset
 from .errors import SegalError
 
 if TYPE_CHECKING:
-    from .model import Model, Progress
+    from collections.abc import Mapping, Sequence
 
-__all__ = ["REDUCTIONS", "PoolContext", "Strategy", "UncertaintyStrategy", "reduce_pixels"]
+    from .model import Model, Progress
+    from .regions import RegionMaps, RegionPick
+    from .units import QueryUnit
+
+__all__ = ["REDUCTIONS", "PoolContext", "RegionContext", "Strategy", "UncertaintyStrategy", "reduce_pixels"]
 
 #: Ways to reduce per-pixel scores to one score per image.
 REDUCTIONS = ("mean", "max", "top_q")
@@ -43,6 +47,22 @@ class PoolContext:
     progress: Progress | None = field(default=None, repr=False)
 
 
+@dataclass
+class RegionContext(PoolContext):
+    """What a strategy sees when it scores the pool's regions (``--query-unit``).
+
+    :param unit: the query unit; :param maps: ``maps(i)`` is item ``i``'s region map
+        (int64 ``[H, W]``, ids ``0 .. R-1``), cached when the unit is costly.
+    :param budget: pixels to select this round.
+    :param labelled: pool position -> region ids already labelled (never select them).
+    """
+
+    unit: QueryUnit | None = None
+    maps: RegionMaps | None = None
+    budget: int = 0
+    labelled: Mapping[int, Sequence[int]] = field(default_factory=dict)
+
+
 class Strategy(abc.ABC):
     """Scores the unlabelled pool; higher score = queried first.
 
@@ -60,6 +80,20 @@ class Strategy(abc.ABC):
     @abc.abstractmethod
     def score(self, ctx: PoolContext) -> torch.Tensor:
         """One float per pool item (``[len(ctx.pool)]``), on any device."""
+
+    def score_regions(self, ctx: RegionContext) -> list[RegionPick]:
+        """The regions to query this round, best first, worth ``ctx.budget`` pixels.
+
+        A strategy that scores whole images only keeps this default, which says what
+        to implement. :class:`UncertaintyStrategy` implements it from
+        :meth:`~UncertaintyStrategy.pixel_scores`; see :mod:`segal_core.regions` for
+        the streaming selection to build on.
+        """
+        unit = ctx.unit.name if ctx.unit is not None else "a region unit"
+        raise SegalError(
+            f"--strategy {self.name} scores whole images only; to query with --query-unit {unit} it must "
+            "implement score_regions(ctx) (or derive from UncertaintyStrategy and give pixel_scores)"
+        )
 
     def select(self, scores: torch.Tensor, k: int) -> torch.Tensor:
         """Positions (int64, on the scores' device) of the ``k`` highest scores,
@@ -170,6 +204,28 @@ class UncertaintyStrategy(Strategy):
             ctx.model,
             ctx.pool,
             self.image_scores,
+            batch_size=ctx.batch_size,
+            num_workers=ctx.num_workers,
+            progress=ctx.progress,
+        )
+
+    def score_regions(self, ctx: RegionContext) -> list[RegionPick]:
+        """Per-pixel scores reduced per region (``reduction``, over the region's
+        pixels) on the model's device, streamed into a selection worth
+        ``ctx.budget`` pixels; labelled regions are skipped."""
+        from .regions import score_regions
+
+        if ctx.model is None or ctx.maps is None:
+            raise SegalError(f"strategy {self.name!r} needs a trained model and region maps")
+        return score_regions(
+            ctx.model,
+            ctx.pool,
+            ctx.maps,
+            self.pixel_scores,
+            budget=ctx.budget,
+            labelled=ctx.labelled,
+            reduction=self.reduction,
+            q=self.q,
             batch_size=ctx.batch_size,
             num_workers=ctx.num_workers,
             progress=ctx.progress,

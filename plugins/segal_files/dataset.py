@@ -110,6 +110,15 @@ class FileDataset(Dataset):
     def image(self, index: int) -> torch.Tensor:
         return read_image(self.samples[index].image, self._size(index))
 
+    def image_size(self, index: int) -> tuple[int, int]:
+        """``(height, width)`` as read: from the header (or the resize), no decoding."""
+        size = self._size(index)
+        if size is not None:
+            return size
+        if self.sizes is not None:
+            return self.sizes[index]
+        return read_header(self.samples[index].image)[1]
+
     def raw_mask(self, index: int) -> np.ndarray:
         """The stored values of item ``index``'s mask (colours already mapped)."""
         return read_mask(self.samples[index].mask, self._size(index), self.colors)

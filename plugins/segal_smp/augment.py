@@ -308,6 +308,15 @@ def _to_tensors(image: object, mask: object, channels: int, source: str) -> Batc
     return out_image.contiguous(), out_mask.contiguous()
 
 
+#: How many times a crop with no labelled pixel is drawn again (partial labels).
+CROP_RETRIES = 8
+
+
+def _retry_seed(seed: int, attempt: int) -> int:
+    """The seed of the ``attempt``-th redraw: derived, so still worker-independent."""
+    return (seed * 1_000_003 + attempt * 7919) % 2**32
+
+
 @dataclass(frozen=True)
 class Augmentation:
     """A training transform and where it came from, applied to torch samples.
@@ -321,11 +330,16 @@ class Augmentation:
     :param source: how errors name it (the file, the hook, the built-in pipeline).
     :param user: whether the user gave it (a file or the hook); a user's transform is
         tried on one sample before training (:meth:`probe`).
+    :param ignore_index: the mask value of unlabelled pixels (see the field).
     """
 
     transform: Callable[..., Any]
     source: str
     user: bool = False
+    #: With partial labels (region queries) a random crop may land where nothing is
+    #: labelled: such a crop is drawn again (up to :data:`CROP_RETRIES` times, from
+    #: seeds derived from ``seed``) rather than wasting a training step.
+    ignore_index: int | None = None
 
     @property
     def identity(self) -> bool:
@@ -336,6 +350,14 @@ class Augmentation:
         if self.identity:
             return image, mask
         np_image, np_mask = _to_numpy(image, mask)
+        labelled = self.ignore_index is not None and bool((mask != self.ignore_index).any())
+        for attempt in range(CROP_RETRIES + 1):
+            out_image, out_mask = self._apply(np_image, np_mask, seed if attempt == 0 else _retry_seed(seed, attempt))
+            if not labelled or bool((out_mask != self.ignore_index).any()):
+                break
+        return out_image, out_mask
+
+    def _apply(self, np_image: Any, np_mask: Any, seed: int) -> Batch:
         seed_transform(self.transform, seed)
         try:
             out = self.transform(image=np_image, mask=np_mask)
@@ -347,7 +369,7 @@ class Augmentation:
                              f"fix the pipeline") from exc
         if not isinstance(out, Mapping) or "image" not in out or "mask" not in out:
             raise SegalError(f"{self.source} returned a {type(out).__name__}, not a dict with 'image' and 'mask'")
-        return _to_tensors(out["image"], out["mask"], int(image.shape[0]), self.source)
+        return _to_tensors(out["image"], out["mask"], int(np_image.shape[2]), self.source)
 
     def probe(self, image: torch.Tensor, mask: torch.Tensor) -> None:
         """Run a user's transform once (seed 0) in this process, so that a broken one
@@ -362,12 +384,12 @@ def training_augmentation(options: SmpOptions, hook: object | None = None, ignor
     """The training augmentation: ``hook`` (the ``segal_train_augmentation`` hook's
     transform) if given, else the ``augment`` file, else the built-in pipeline."""
     if hook is not None:
-        source, augmentation = HOOK, Augmentation(check_transform(hook, HOOK), HOOK, user=True)
+        source, augmentation = HOOK, Augmentation(check_transform(hook, HOOK), HOOK, user=True, ignore_index=ignore_index)
     elif options.augment is not None:
         source = f"{flag('augment')} {options.augment}"
-        augmentation = Augmentation(load_pipeline(options.augment), source, user=True)
+        augmentation = Augmentation(load_pipeline(options.augment), source, user=True, ignore_index=ignore_index)
     else:
-        return Augmentation(build_pipeline(options, ignore_index), "the built-in augmentation")
+        return Augmentation(build_pipeline(options, ignore_index), "the built-in augmentation", ignore_index=ignore_index)
     ignored = [
         f"{flag(key)}={getattr(options, key)}"
         for key, default in (("crop_size", None), ("flip", True), ("jitter", False))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 
 from segal_core import PoolContext, Strategy, UncertaintyStrategy
+from segal_core.regions import RegionPick
+from segal_core.strategy import RegionContext
 
 from . import functional
 
@@ -28,6 +30,16 @@ class RandomSampling(Strategy):
 
     def score(self, ctx: PoolContext) -> torch.Tensor:
         return torch.rand(len(ctx.pool), generator=ctx.generator, dtype=torch.float32)
+
+    def score_regions(self, ctx: RegionContext) -> list[RegionPick]:
+        """Unlabelled regions drawn uniformly with the round's generator."""
+        from segal_core.regions import random_regions
+
+        assert ctx.maps is not None
+        return random_regions(
+            ctx.pool, ctx.maps, budget=ctx.budget, labelled=ctx.labelled, generator=ctx.generator,
+            progress=ctx.progress,
+        )
 
 
 class LeastConfidence(UncertaintyStrategy):
