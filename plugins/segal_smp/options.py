@@ -138,4 +138,4 @@ class SmpOptions:
 def parse_options(options: Mapping[str, object]) -> SmpOptions:
     """Validate and coerce the model's settings; an unknown key is an error listing
     the accepted ones."""
-    return SmpOptions(**coerce_options(SmpOptions, dict(options), "--model-opt"))
+    return SmpOptions(**coerce_options(SmpOptions, dict(options), "--model-opt", names=flag))
