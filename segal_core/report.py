@@ -97,8 +97,8 @@ def plot_runs(
 
 
 def write_report(paths: Sequence[Path], out: Path, *, metric: str = "test_miou") -> list[dict[str, Any]]:
-    """Plot and tabulate several runs into ``out/report.png``, ``report.md`` and
-    ``report.csv``; returns the table rows."""
+    """Plot and tabulate several runs into ``out/report.png``, ``report.md``,
+    ``report.csv`` and ``report.html``; returns the table rows."""
     if metric not in METRICS:
         raise SegalError(f"--metric {metric}: must be one of {', '.join(METRICS)}")
     runs = load_runs(paths)
@@ -141,4 +141,7 @@ def write_report(paths: Sequence[Path], out: Path, *, metric: str = "test_miou")
     ]
     lines += ["| " + " | ".join(fmt(v) for v in row.values()) + " |" for row in rows]
     atomic_write(out / "report.md", ("\n".join(lines) + "\n").encode())
+    from .report_html import write_html  # report.html: curves, heat maps, thumbnails (issue 17)
+
+    write_html(runs, out / "report.html", metric=metric)
     return rows
