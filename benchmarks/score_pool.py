@@ -17,6 +17,10 @@ memory is measured), then one JSON line per pool size:
 * ``per_batch_ratio``: uncertainty strategy -> forward time / (forward time +
   ``image_scores`` time), summed over one more pass where each batch's logits are
   scored by every strategy right after the forward (robust to a noisy machine);
+* with ``--query-unit patch|superpixel``: the strategies score regions
+  (``score_regions``: per-region reduction and the streaming selection of
+  ``--query-pixels``), against the same forward-only pass; the per-batch ratio is
+  not measured then;
 * ``peak_rss_mb``: ``ru_maxrss`` of a fresh Python process that scores only this
   pool size (model, warm-up and every pass included); ``rss_after_setup_mb`` is
   the RSS before the first timed pass, so the difference is what scoring added.
@@ -67,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--data", type=Path, default=None, help="real images instead of synthetic ones")
     p.add_argument("--dataset", default="camvid", help="dataset plugin for --data")
+    p.add_argument("--query-unit", default="image", help="image, or a region unit: patch, superpixel")
+    p.add_argument("--unit-opt", action="append", default=[], metavar="KEY=VALUE", help="option of the unit")
+    p.add_argument("--query-pixels", type=int, default=100_000, help="region selection budget (pixels)")
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -103,7 +110,7 @@ def build_pool(args: argparse.Namespace, size: int):  # noqa: ANN201 - a segal_c
 
 
 def run_worker(args: argparse.Namespace) -> dict[str, object]:
-    from segal_core import PoolContext, Strategy, UncertaintyStrategy, registry
+    from segal_core import PoolContext, RegionContext, Strategy, UncertaintyStrategy, registry
     from segal_core.scoring import pool_loader, score_pool
 
     if args.threads:
@@ -129,16 +136,29 @@ def run_worker(args: argparse.Namespace) -> dict[str, object]:
     passes: dict[str, Callable[[], torch.Tensor]] = {
         FORWARD: lambda: score_pool(model, pool, discard, batch_size=args.batch_size, num_workers=workers)
     }
+    unit = None
+    if args.query_unit != "image":  # region scoring: per-region scores, streaming selection
+        import tempfile
+
+        from segal_core.options import coerce_options, parse_pairs
+        from segal_core.regions import RegionMaps
+
+        unit_cls = reg.unit(args.query_unit)
+        unit = unit_cls(**coerce_options(unit_cls, parse_pairs(args.unit_opt, "--unit-opt"), "--unit-opt"))
+        maps = RegionMaps(unit, pool, Path(tempfile.mkdtemp(prefix="segal-regions-")))
+        for i in range(size):  # costly maps (superpixels) are computed once, as in a run
+            maps(i)
+
     def scorer(strategy: Strategy, seed: int) -> Callable[[], torch.Tensor]:
         def run() -> torch.Tensor:
-            ctx = PoolContext(
-                pool=pool,
-                model=model,
-                generator=torch.Generator().manual_seed(seed),
-                batch_size=args.batch_size,
-                num_workers=workers,
+            common = dict(pool=pool, model=model, generator=torch.Generator().manual_seed(seed),
+                          batch_size=args.batch_size, num_workers=workers)
+            if unit is None:
+                return strategy.score(PoolContext(**common))
+            picks = strategy.score_regions(
+                RegionContext(**common, unit=unit, maps=maps, budget=args.query_pixels, labelled={})
             )
-            return strategy.score(ctx)
+            return torch.zeros(size) if picks else torch.zeros(0)  # only the picks are kept
 
         return run
 
@@ -164,12 +184,12 @@ def run_worker(args: argparse.Namespace) -> dict[str, object]:
             scores = passes[name]()
             sync()
             seconds[name].append(time.perf_counter() - start)
-            assert scores.shape == (size,)
+            assert scores.shape == (size,) or unit is not None
             del scores
 
     # the same comparison batch by batch: forward, then each strategy's image_scores
     # on those very logits, back to back (immune to drift between whole passes)
-    uncertainty = {n: st for n, st in strategies.items() if isinstance(st, UncertaintyStrategy)}
+    uncertainty = {n: st for n, st in strategies.items() if isinstance(st, UncertaintyStrategy) and unit is None}
     batch_forward, batch_scoring = 0.0, dict.fromkeys(uncertainty, 0.0)
     loader = pool_loader(
         pool, batch_size=args.batch_size, num_workers=workers, pin_memory=model.device.type == "cuda"
@@ -228,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "reduction": args.reduction,
         "rss": "ru_maxrss of a fresh subprocess per pool size",
+        "query_unit": args.query_unit if args.query_unit == "image" else
+        f"{args.query_unit} {' '.join(args.unit_opt)}, selection budget {args.query_pixels} px",
     }
     print(json.dumps(header), flush=True)
     passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]

@@ -223,12 +223,18 @@ def _make_run_command(plugins: Plugins) -> click.Command:
 
 
 def curve_table(history: Sequence[dict[str, Any]]) -> str:
-    """The learning curve as a text table."""
+    """The learning curve as a text table (labelled images, and pixels)."""
     fmt = lambda x: "   n/a" if x is None else f"{x:6.3f}"  # noqa: E731
-    lines = ["", "round  labelled  fraction  val mIoU  test mIoU", "-----  --------  --------  --------  ---------"]
+    lines = [
+        "",
+        "round  labelled  fraction  pixels  val mIoU  test mIoU",
+        "-----  --------  --------  ------  --------  ---------",
+    ]
     for r in history:
+        pixels = r.get("labeled_pixel_fraction")
+        shown = "   n/a" if pixels is None else f"{100 * pixels:5.1f}%"
         lines.append(
-            f"{r['round']:>5}  {r['labeled']:>8}  {100 * r['labeled_fraction']:>7.1f}%  "
+            f"{r['round']:>5}  {r['labeled']:>8}  {100 * r['labeled_fraction']:>7.1f}%  {shown:>6}  "
             f"{fmt(r['val_miou']):>8}  {fmt(r['test_miou']):>9}"
         )
     return "\n".join(lines)
