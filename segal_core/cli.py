@@ -274,12 +274,14 @@ def _make_plugins_command(plugins: Plugins) -> click.Command:
 @click.option("--out", "out", default="report", show_default=True, type=click.Path(path_type=Path),
               help="Folder for report.png, report.md and report.csv.")
 @click.option("--metric", default="test_miou", show_default=True, type=click.Choice(["test_miou", "val_miou"]))
-def report_command(runs: tuple[Path, ...], out: Path, metric: str) -> None:
+@click.option("--x", "x_axis", default="auto", show_default=True, type=click.Choice(["auto", "images", "pixels"]),
+              help="x axis: labelled images or labelled pixels (auto: pixels when a run queried regions).")
+def report_command(runs: tuple[Path, ...], out: Path, metric: str, x_axis: str) -> None:
     """Compare runs: one plot of mIoU against labelled fraction and a table with the
     area under each curve (a --full run is drawn as the ceiling line)."""
     from .report import write_report
 
-    rows = write_report(list(runs), out, metric=metric)
+    rows = write_report(list(runs), out, metric=metric, x=x_axis)
     for row in rows:
         auc = row["auc"]
         click.echo(f"{row['label']:<28} rounds {row['rounds']:>3}  AUC {'n/a' if auc is None else f'{auc:.4f}'}  {row['run']}")

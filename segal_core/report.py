@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,14 +12,38 @@ from typing import Any
 from .errors import SegalError
 from .rundir import RunDir, atomic_write
 
-__all__ = ["RunSummary", "area_under_curve", "load_runs", "plot_runs", "write_report"]
+__all__ = ["X_AXES", "RunSummary", "area_under_curve", "choose_axis", "load_runs", "plot_runs", "write_report"]
 
 METRICS = ("test_miou", "val_miou")
 
 
-def _points(history: Sequence[dict[str, Any]], metric: str) -> list[tuple[float, float]]:
-    pts = [(r["labeled_fraction"], r.get(metric)) for r in history]
-    return [(x, y) for x, y in pts if y is not None and not math.isnan(y)]
+#: ``--x``: the record key and the axis label of each x axis.
+X_AXES = {
+    "images": ("labeled_fraction", "labelled fraction of the pool (%)"),
+    "pixels": ("labeled_pixel_fraction", "labelled pixels (% of the pool's pixels)"),
+}
+
+
+def _points(history: Sequence[dict[str, Any]], metric: str, x: str = "images") -> list[tuple[float, float]]:
+    from .report_data import curve_points
+
+    return curve_points(history, metric, X_AXES[x][0])
+
+
+def choose_axis(runs: Sequence[RunSummary], x: str) -> str:
+    """``images`` or ``pixels``: ``auto`` is pixels as soon as one run queried regions
+    (so image- and region-level runs share one axis of labelling cost), images
+    otherwise. Pixels need every run to record ``labeled_pixel_fraction``."""
+    if x not in ("auto", *X_AXES):
+        raise SegalError(f"--x {x}: must be auto, images or pixels")
+    regional = any("queried_regions" in r for run in runs for r in run.history)
+    chosen = x if x != "auto" else ("pixels" if regional else "images")
+    if chosen == "pixels":
+        lacking = [run for run in runs if not any("labeled_pixel_fraction" in r for r in run.history)]
+        if lacking:
+            raise SegalError(f"--x pixels: {lacking[0].path} records no labelled pixel fraction (a run from "
+                             "before region queries); use --x images")
+    return chosen
 
 
 def area_under_curve(points: Sequence[tuple[float, float]]) -> float | None:
@@ -67,9 +90,11 @@ def plot_runs(
     metric: str = "test_miou",
     title: str = "",
     full: Sequence[tuple[str, float]] = (),
+    x: str = "images",
 ) -> None:
-    """mIoU against labelled fraction, one line per run; ``full`` baselines drawn as
-    horizontal lines. Written atomically as PNG."""
+    """mIoU against the labelled fraction of the pool (``x``: ``images``, or
+    ``pixels``), one line per run; ``full`` baselines drawn as horizontal lines.
+    Written atomically as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,13 +102,13 @@ def plot_runs(
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     for label, history in runs:
-        pts = _points(history, metric)
+        pts = _points(history, metric, x)
         if pts:
             xs, ys = zip(*pts)
             ax.plot([100 * x for x in xs], ys, marker="o", markersize=3, label=label)
     for label, value in full:
         ax.axhline(value, linestyle="--", color="black", linewidth=1, label=label)
-    ax.set_xlabel("labelled fraction of the pool (%)")
+    ax.set_xlabel(X_AXES[x][1])
     ax.set_ylabel(metric.replace("_", " ").replace("miou", "mIoU"))
     if title:
         ax.set_title(title)
@@ -96,12 +121,16 @@ def plot_runs(
     atomic_write(Path(path), buf.getvalue())
 
 
-def write_report(paths: Sequence[Path], out: Path, *, metric: str = "test_miou") -> list[dict[str, Any]]:
+def write_report(
+    paths: Sequence[Path], out: Path, *, metric: str = "test_miou", x: str = "auto"
+) -> list[dict[str, Any]]:
     """Plot and tabulate several runs into ``out/report.png``, ``report.md``,
-    ``report.csv`` and ``report.html``; returns the table rows."""
+    ``report.csv`` and ``report.html``; returns the table rows. ``x``: the x axis
+    (:func:`choose_axis`); areas are taken over the same axis."""
     if metric not in METRICS:
         raise SegalError(f"--metric {metric}: must be one of {', '.join(METRICS)}")
     runs = load_runs(paths)
+    x = choose_axis(runs, x)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SegalError(f"--out {out}: is a file; give a folder")
@@ -110,19 +139,20 @@ def write_report(paths: Sequence[Path], out: Path, *, metric: str = "test_miou")
     baselines = [(r.label, r.history[-1][metric]) for r in runs if r.full and r.history[-1].get(metric) is not None]
     rows: list[dict[str, Any]] = []
     for r in runs:
-        pts = _points(r.history, metric)
+        pts = _points(r.history, metric, x)
         last = pts[-1] if pts else (None, None)
         rows.append(
             {
                 "run": str(r.path),
                 "label": r.label,
                 "rounds": len(r.history),
+                "x": x,
                 "final_fraction": last[0],
                 f"final_{metric}": last[1],
                 "auc": area_under_curve(pts),
             }
         )
-    plot_runs([(r.label, r.history) for r in curves], out / "report.png", metric=metric, full=baselines)
+    plot_runs([(r.label, r.history) for r in curves], out / "report.png", metric=metric, full=baselines, x=x)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
