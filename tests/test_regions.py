@@ -166,6 +166,12 @@ def test_region_run_grows_by_the_query_each_round(camvid_mini: Path, tmp_path: P
     # an image may gain regions later; a region is never labelled twice
     picked = [(sid, reg) for r in records for sid, reg in zip(r["queried"], r["queried_regions"])]
     assert len(picked) == len(set(picked))
+    # the report plots region runs against the labelled pixel fraction by itself
+    from segal_core.report import write_report
+
+    rows = write_report([out], tmp_path / "report", metric="val_miou")
+    assert rows[0]["x"] == "pixels" and rows[0]["final_fraction"] == pytest.approx(fractions[-1])
+    assert write_report([out], tmp_path / "report2", metric="val_miou", x="images")[0]["x"] == "images"
 
 
 def test_region_run_from_python_with_superpixels_and_whole_image_seed(camvid_mini: Path, tmp_path: Path) -> None:
