@@ -74,7 +74,11 @@ def write_html(runs: Sequence[RunSummary], path: Path, *, metric: str = "test_mi
     """Write ``path`` (``report.html``) for ``runs`` (as :func:`segal_core.report.load_runs`
     returns them), atomically. Returns the one-line notice when the runs' datasets or
     class sets differ (also logged as a warning), else ``None``."""
-    views = [load_view(r.path, r.label, r.full, r.history) for r in runs]
+    labels = [r.label for r in runs]
+    views = [
+        load_view(r.path, f"{r.label} [{r.path.name}]" if labels.count(r.label) > 1 else r.label, r.full, r.history)
+        for r in runs
+    ]
     notice = mismatch_line(views)
     if notice:
         log.warning(f"segal report: {notice}")
@@ -274,8 +278,13 @@ def _queries(view: RunView) -> str:
         r = int(record["round"])
         thumbs = view.thumbnails.get(r)
         queried = record["queried"]
-        summary = (f"Round {r}: {len(queried)} queried, labelled {_pct(record.get('labeled_fraction'))} "
-                   "before the query")
+        images = len(dict.fromkeys(queried))
+        what = (f"{len(queried)} regions in {images} images" if record.get("queried_regions")
+                else f"{len(queried)} queried")
+        labelled = f"labelled {_pct(record.get('labeled_fraction'))}"
+        if view.region_level and isinstance(record.get("labeled_pixel_fraction"), (int, float)):
+            labelled += f" of the images, {_pct(record['labeled_pixel_fraction'])} of the pixels,"
+        summary = f"Round {r}: {what}, {labelled} before the query"
         if thumbs is None:
             out.append(f"<details><summary>{escape(summary)}</summary><p class=\"note\">No thumbnails kept for "
                        "this round.</p></details>")

@@ -202,3 +202,13 @@ def test_a_real_browser_renders_it(runs: dict[str, Path], tmp_path: Path) -> Non
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert pixels.shape == (1600, 1200)
     assert pixels.std() > 20 and (pixels < 128).mean() > 0.01  # text, charts and pictures, not a blank page
+
+
+def test_a_region_run_shows_pixels_and_queried_areas(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "regions", rounds=2, query_unit="patch", unit_options={"size": 8}, query_size=None,
+                   query_ratio=0.05)
+    text, page = report([run], tmp_path / "r")
+    check_self_contained(text, page)
+    assert "Against labelled pixels" in text and "AUC (pixels)" in text
+    assert "regions in" in text and "of the pixels" in text
+    assert page.all("img", alt=f"queried area of {page.all('div', **{'class': 'sample'})[0]['data-id']}")

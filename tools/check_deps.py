@@ -55,6 +55,9 @@ IMPORTED_OPTIONAL_OK: dict[str, str] = {
     # segal_core/testing.py (test helpers for plugin authors) imports pytest inside a
     # function that only runs during a pytest session; pytest is in the `test` extra.
     "pytest": "lazy import in segal_core/testing.py, used only under pytest",
+    # plugins/segal_trackers imports mlflow inside --tracker mlflow's code only; the
+    # `mlflow` extra installs it (mlflow-skinny: the client and local stores).
+    "mlflow-skinny": "lazy import in plugins/segal_trackers, only with --tracker mlflow",
 }
 
 
