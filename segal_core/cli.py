@@ -272,16 +272,20 @@ def _make_plugins_command(plugins: Plugins) -> click.Command:
 @click.command("report")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out", default="report", show_default=True, type=click.Path(path_type=Path),
-              help="Folder for report.png, report.md and report.csv.")
+              help="Folder for report.html, report.png, report.md and report.csv: new, empty, or an earlier "
+              "report (see --force).")
 @click.option("--metric", default="test_miou", show_default=True, type=click.Choice(["test_miou", "val_miou"]))
 @click.option("--x", "x_axis", default="auto", show_default=True, type=click.Choice(["auto", "images", "pixels"]),
               help="x axis: labelled images or labelled pixels (auto: pixels when a run queried regions).")
-def report_command(runs: tuple[Path, ...], out: Path, metric: str, x_axis: str) -> None:
+@click.option("--force", is_flag=True,
+              help="Write into an --out folder that holds other files (the report's own files are replaced, "
+              "others left alone).")
+def report_command(runs: tuple[Path, ...], out: Path, metric: str, x_axis: str, force: bool) -> None:
     """Compare runs: one plot of mIoU against labelled fraction and a table with the
     area under each curve (a --full run is drawn as the ceiling line)."""
     from .report import write_report
 
-    rows = write_report(list(runs), out, metric=metric, x=x_axis)
+    rows = write_report(list(runs), out, metric=metric, x=x_axis, force=force)
     for row in rows:
         auc = row["auc"]
         click.echo(f"{row['label']:<28} rounds {row['rounds']:>3}  AUC {'n/a' if auc is None else f'{auc:.4f}'}  {row['run']}")

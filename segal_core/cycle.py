@@ -11,13 +11,13 @@ directory (:mod:`segal_core.rundir`).
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 from .config import OPTION_MAPS, RunConfig
 from .errors import SegalError
+from .lock import FolderLock
 from .plugins import Plugins
 from .prepare import default_out, prepare_run
 from .progress import Bars
@@ -41,9 +41,8 @@ def _loop(run: Run) -> list[dict[str, Any]]:
         while not run.state.finished:
             round = run.state.completed_rounds
             record = one_round(run, round, bars)
-            checkpoint = run.rundir.checkpoint_name(round)
             assert run.model is not None
-            run.model.save(run.out / checkpoint)
+            checkpoint = run.rundir.save_checkpoint(run.model, round)
             run.history.append(record)
             run.state = RunState(
                 completed_rounds=round + 1,
@@ -81,10 +80,16 @@ def run_cycle(
     if if_exists not in ("error", "resume", "replace"):
         raise SegalError(f"if_exists={if_exists!r}: expected 'error', 'resume' or 'replace'")
     out = Path(config.out) if config.out else None
-    if out is not None and if_exists != "error" and RunDir.is_run(out):
-        if if_exists == "resume":
-            return resume_run(out, plugins=plugins, echo=echo)
-        shutil.rmtree(out)
+    if out is not None and if_exists == "resume" and RunDir.is_run(out):
+        return resume_run(out, plugins=plugins, echo=echo)
+    out = out or default_out(config)
+    with FolderLock(out, what="a run"):  # one writer per run folder (segal_core.lock)
+        if if_exists == "replace" and RunDir.is_run(out):
+            RunDir(out).clear()
+        return _start(replace(config, out=str(out)), plugins=plugins, echo=echo)
+
+
+def _start(config: RunConfig, *, plugins: Plugins | None, echo: Echo) -> list[dict[str, Any]]:
     run = prepare_run(config, plugins=plugins, echo=echo)
     assert run.model is not None
     log.info(
@@ -107,6 +112,14 @@ def resume_run(
     differs from the run's own (other than output, thread and worker settings) is an
     error naming it. Option maps given again add to the run's own.
     """
+    RunDir.open_existing(Path(out))  # a run folder, before the lock file is made in it
+    with FolderLock(Path(out), what="a resumed run", create=False):  # one writer (segal_core.lock)
+        return _resume(out, overrides, plugins=plugins, echo=echo)
+
+
+def _resume(
+    out: Path | str, overrides: dict[str, Any] | None, *, plugins: Plugins | None, echo: Echo
+) -> list[dict[str, Any]]:
     rundir = RunDir.open_existing(Path(out))
     saved = RunConfig.from_json(rundir.config())
     if overrides:

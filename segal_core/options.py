@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -144,8 +145,9 @@ def expected(value: Any, hint: Any) -> str | None:
     """What ``value`` (as read from JSON or TOML, not coerced) should have been to fit
     type ``hint``, in words (``"a whole number"``), or ``None`` when it fits.
 
-    ``int``, ``float`` (finite), ``bool``, ``str``, ``None``, ``Literal``, unions,
-    ``list[T]`` and ``dict[str, T]`` are checked; any other hint accepts anything.
+    ``int``, ``float`` (finite), ``numbers.Real`` (any number, NaN included),
+    ``bool``, ``str``, ``None``, ``Literal``, unions, ``list[T]`` and ``dict[str, T]``
+    are checked; any other hint accepts anything.
     """
     if hint is Any:
         return None
@@ -173,6 +175,8 @@ def expected(value: Any, hint: Any) -> str | None:
         return None if isinstance(value, bool) else "true or false"
     if hint is int:
         return None if isinstance(value, int) and not isinstance(value, bool) else "a whole number"
+    if hint is numbers.Real:  # any number, NaN and infinity included
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
     if hint is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         try:

@@ -179,7 +179,7 @@ def prepare_run(
         strategy=strategy,
         oracle=oracle,
         rundir=rundir,
-        state=existing.state() if existing else RunState(),
+        state=existing.state(resume=True) if existing else RunState(),
         model=model,
         seed_size=seed_size,
         query_size=query_size,
@@ -213,7 +213,7 @@ def prepare_run(
         )
     else:
         run.history = rundir.history(run.state)
-        run.partial_masks = rundir.read_masks(run.state.ledger)
+        run.partial_masks = rundir.read_masks(run.state.ledger, run.pool)
         rundir.clean_temporaries()
         check_resumed_data(run)
     return run

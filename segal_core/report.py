@@ -1,20 +1,54 @@
-"""Learning curves: the plot in each run folder and ``segal report``."""
+"""Learning curves: the plot in each run folder and ``segal report``.
+
+``segal report --out DIR`` writes only where nothing of the user's can be lost: a new
+or empty folder, or one that holds nothing but an earlier report (each of its files
+recognised by its content). Any other folder needs ``--force``, which replaces the
+report's own files there and leaves every other file alone. A report folder has one
+writer at a time (:mod:`segal_core.lock`), and the report's files are all written to
+temporary names first and renamed into place only when every one is written, so a
+full disk leaves the folder as it was.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
-from collections.abc import Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import rundir as _rundir
 from .errors import SegalError
-from .rundir import RunDir, atomic_write
+from .lock import FolderBusy, FolderLock, holder_of
+from .rundir import RunDir, WriteFailed, is_leftover, writing
 
-__all__ = ["X_AXES", "RunSummary", "area_under_curve", "choose_axis", "load_runs", "plot_runs", "write_report"]
+__all__ = [
+    "REPORT_FILES",
+    "X_AXES",
+    "RunSummary",
+    "area_under_curve",
+    "check_report_folder",
+    "choose_axis",
+    "load_runs",
+    "plot_runs",
+    "render_plot",
+    "write_report",
+]
 
 METRICS = ("test_miou", "val_miou")
+#: Written into every PNG drawn here (a ``tEXt`` chunk), so that a report is recognised.
+PNG_SOFTWARE = "segal report"
+#: The files of a report, each with the test that recognises it as one ``segal report``
+#: wrote (given the file's first 4 KiB).
+REPORT_FILES: Mapping[str, Callable[[bytes], bool]] = {
+    "report.png": lambda head: head.startswith(b"\x89PNG") and b"tEXtSoftware\x00" + PNG_SOFTWARE.encode() in head,
+    "report.md": lambda head: head.startswith(b"# Learning curves"),
+    "report.csv": lambda head: head.startswith(b"run,label,rounds,"),
+    "report.html": lambda head: b"<title>SegAL report" in head,
+}
 
 
 #: ``--x``: the record key and the axis label of each x axis.
@@ -72,7 +106,7 @@ class RunSummary:
 def load_runs(paths: Sequence[Path]) -> list[RunSummary]:
     out: list[RunSummary] = []
     for path in paths:
-        rundir = RunDir.open_existing(Path(path))
+        rundir = RunDir.open_existing(Path(path), purpose="report")
         config = rundir.config()
         history = rundir.history(rundir.state())
         if not history:
@@ -94,7 +128,23 @@ def plot_runs(
 ) -> None:
     """mIoU against the labelled fraction of the pool (``x``: ``images``, or
     ``pixels``), one line per run; ``full`` baselines drawn as horizontal lines.
-    Written atomically as PNG."""
+    Written atomically as PNG.
+
+    :raises WriteFailed: the file could not be written (one line naming it)."""
+    data = render_plot(runs, metric=metric, title=title, full=full, x=x)
+    with writing(Path(path)):
+        _rundir.atomic_write(Path(path), data)
+
+
+def render_plot(
+    runs: Sequence[tuple[str, Sequence[dict[str, Any]]]],
+    *,
+    metric: str = "test_miou",
+    title: str = "",
+    full: Sequence[tuple[str, float]] = (),
+    x: str = "images",
+) -> bytes:
+    """The PNG that :func:`plot_runs` writes, as bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,25 +166,113 @@ def plot_runs(
     ax.legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", metadata={"Software": PNG_SOFTWARE})
     plt.close(fig)
-    atomic_write(Path(path), buf.getvalue())
+    return buf.getvalue()
+
+
+# -- where a report may be written -------------------------------------------------------
+
+
+def _is_ours(path: Path) -> bool:
+    """Whether ``path`` is a file ``segal report`` wrote (by its name and content)."""
+    test = REPORT_FILES.get(path.name)
+    if test is None or path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as fh:
+            return test(fh.read(4096))
+    except OSError:
+        return False
+
+
+def check_report_folder(out: Path, *, force: bool = False) -> None:
+    """The rule for ``segal report --out``: a new or empty folder, or one that holds
+    nothing but an earlier report; anything else needs ``force`` (the report's own
+    files are replaced, every other file is left alone). Never a folder that another
+    process is writing.
+
+    :raises SegalError: ``out`` is a file, in use, or holds other files.
+    """
+    if out.exists() and not out.is_dir():
+        raise SegalError(f"--out {out}: is a file, not a folder; pick another --out (nothing was changed)")
+    if not out.is_dir():
+        return
+    holder = holder_of(out)
+    if holder is not None and holder.pid != os.getpid():
+        raise FolderBusy(
+            f"--out {out}: in use by {holder.describe()}; a folder has one writer at a time: wait until that "
+            "process ends (or stop it), or pick another --out (nothing was changed)"
+        )
+    if force:
+        return
+    foreign = sorted(p.name for p in out.iterdir() if not is_leftover(p) and not _is_ours(p))
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise SegalError(
+            f"--out {out}: holds files that are not a segal report ({foreign[0]}{more}); pick a new or empty "
+            f"folder, or add --force to write the report there ({', '.join(REPORT_FILES)} are replaced, "
+            "other files left alone) (nothing was changed)"
+        )
+
+
+@dataclass
+class _Staging:
+    """A report's files, written to temporary names first (:meth:`path`,
+    :meth:`write`), then renamed into place together (:meth:`commit`)."""
+
+    folder: Path
+    files: list[tuple[Path, Path]] = field(default_factory=list)
+
+    def path(self, name: str) -> Path:
+        """A temporary file for ``name``; the caller writes it."""
+        tmp = self.folder / f".{name}.{os.getpid()}.staged.tmp"
+        self.files.append((tmp, self.folder / name))
+        return tmp
+
+    def write(self, name: str, data: bytes) -> None:
+        with _report_writing(self.folder / name):
+            _rundir.atomic_write(self.path(name), data)
+
+    def commit(self) -> None:
+        for tmp, final in self.files:
+            with _report_writing(final):
+                os.replace(tmp, final)
+        self.files = []
+
+    def discard(self) -> None:
+        for tmp, _ in self.files:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self.files = []
+
+
+@contextlib.contextmanager
+def _report_writing(path: Path) -> Iterator[None]:
+    """An :class:`OSError` in the block: one line naming the report file."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise WriteFailed(
+            f"{path}: {reason}; free some space (or fix the folder) and run segal report again "
+            "(the files there before are unchanged)"
+        ) from exc
 
 
 def write_report(
-    paths: Sequence[Path], out: Path, *, metric: str = "test_miou", x: str = "auto"
+    paths: Sequence[Path], out: Path, *, metric: str = "test_miou", x: str = "auto", force: bool = False
 ) -> list[dict[str, Any]]:
     """Plot and tabulate several runs into ``out/report.png``, ``report.md``,
     ``report.csv`` and ``report.html``; returns the table rows. ``x``: the x axis
-    (:func:`choose_axis`); areas are taken over the same axis."""
+    (:func:`choose_axis`); areas are taken over the same axis. ``out`` must be new,
+    empty or an earlier report unless ``force`` (:func:`check_report_folder`)."""
     if metric not in METRICS:
         raise SegalError(f"--metric {metric}: must be one of {', '.join(METRICS)}")
     runs = load_runs(paths)
     x = choose_axis(runs, x)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SegalError(f"--out {out}: is a file; give a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    check_report_folder(out, force=force)
     curves = [r for r in runs if not r.full]
     baselines = [(r.label, r.history[-1][metric]) for r in runs if r.full and r.history[-1].get(metric) is not None]
     rows: list[dict[str, Any]] = []
@@ -152,12 +290,11 @@ def write_report(
                 "auc": area_under_curve(pts),
             }
         )
-    plot_runs([(r.label, r.history) for r in curves], out / "report.png", metric=metric, full=baselines, x=x)
+    png = render_plot([(r.label, r.history) for r in curves], metric=metric, full=baselines, x=x)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write(out / "report.csv", buf.getvalue().encode())
     fmt = lambda v: "" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
     lines = [
         f"# Learning curves ({metric})",
@@ -170,8 +307,21 @@ def write_report(
         "|" + "---|" * len(rows[0]),
     ]
     lines += ["| " + " | ".join(fmt(v) for v in row.values()) + " |" for row in rows]
-    atomic_write(out / "report.md", ("\n".join(lines) + "\n").encode())
     from .report_html import write_html  # report.html: curves, heat maps, thumbnails (issue 17)
 
-    write_html(runs, out / "report.html", metric=metric)
+    with FolderLock(out, what="a report"):  # one writer per report folder
+        check_report_folder(out, force=force)  # again: now no one else writes there
+        for stale in out.glob(".*report.*.tmp"):  # left by a report that was killed
+            stale.unlink(missing_ok=True)
+        staging = _Staging(out)
+        try:
+            staging.write("report.png", png)
+            staging.write("report.csv", buf.getvalue().encode())
+            staging.write("report.md", ("\n".join(lines) + "\n").encode())
+            html = staging.path("report.html")
+            with _report_writing(out / "report.html"):
+                write_html(runs, html, metric=metric)
+            staging.commit()
+        finally:
+            staging.discard()
     return rows

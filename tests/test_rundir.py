@@ -12,6 +12,19 @@ from segal_core import SegalError
 from segal_core.rundir import LedgerEntry, RunDir, RunState, atomic_write
 
 
+def record(round: int, labeled: int = 1, queried: list[str] | None = None) -> dict:
+    """A round's record with the keys every record holds."""
+    return {"round": round, "labeled": labeled, "labeled_fraction": labeled / 10, "val_miou": 0.5,
+            "test_miou": float("nan"), "queried": queried or []}
+
+
+def checkpoint(path: Path) -> None:
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"w": torch.zeros(3)}, str(path))
+
+
 def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
     target = tmp_path / "f.json"
     atomic_write(target, b"one")
@@ -24,18 +37,18 @@ def test_commit_and_read_back(tmp_path: Path) -> None:
     rd = RunDir(tmp_path / "run")
     rd.create({"strategy": "entropy"})
     state = RunState(completed_rounds=1, ledger={"a": LedgerEntry(round=-1, pixels=10)}, checkpoint="model-r000.safetensors")
-    (rd.path / "model-r000.safetensors").write_bytes(b"w")
-    rd.commit(state, [{"round": 0, "x": float("nan")}])
+    checkpoint(rd.path / "model-r000.safetensors")
+    rd.commit(state, [record(0)])
     again = RunDir.open_existing(rd.path)
-    assert again.state().ledger["a"] == LedgerEntry(round=-1, pixels=10)
-    assert len(again.history()) == 1
+    assert again.state(resume=True).ledger["a"] == LedgerEntry(round=-1, pixels=10)
+    assert len(again.history(again.state())) == 1
 
 
 def test_history_beyond_state_is_ignored(tmp_path: Path) -> None:
     rd = RunDir(tmp_path)
     rd.create({})
-    (tmp_path / "history.jsonl").write_text(json.dumps({"round": 0}) + "\n" + json.dumps({"round": 1}) + "\n")
-    assert rd.history(RunState(completed_rounds=1)) == [{"round": 0}]
+    (tmp_path / "history.jsonl").write_text(json.dumps(record(0)) + "\n" + json.dumps(record(1)) + "\n{half")
+    assert [r["round"] for r in rd.history(RunState(completed_rounds=1, ledger={"a": LedgerEntry(-1, 5)}))] == [0]
 
 
 def test_commit_drops_older_checkpoints(tmp_path: Path) -> None:
@@ -43,7 +56,7 @@ def test_commit_drops_older_checkpoints(tmp_path: Path) -> None:
     rd.create({})
     for n in range(2):
         (tmp_path / rd.checkpoint_name(n)).write_bytes(b"w")
-    rd.commit(RunState(completed_rounds=2, checkpoint=rd.checkpoint_name(1)), [{}, {}])
+    rd.commit(RunState(completed_rounds=2, checkpoint=rd.checkpoint_name(1)), [record(0), record(1)])
     assert sorted(p.name for p in tmp_path.glob("model-*")) == ["model-r001.safetensors"]
 
 
@@ -74,6 +87,9 @@ def test_check_new_refuses_unwritable(tmp_path: Path) -> None:
 def test_open_existing_errors(tmp_path: Path) -> None:
     with pytest.raises(SegalError, match="no such run folder"):
         RunDir.open_existing(tmp_path / "nope")
+    with pytest.raises(SegalError, match="the run never started"):
+        RunDir.open_existing(tmp_path)  # empty: killed before config.json
+    (tmp_path / "photo.png").write_bytes(b"x")
     with pytest.raises(SegalError, match="not a SegAL run folder"):
         RunDir.open_existing(tmp_path)
     RunDir(tmp_path).create({})
