@@ -30,8 +30,10 @@ header has ``threads_option`` and ``cli_sets_wait_policy``.
 Prints one JSON header line (machine, versions, date, command, load average), one
 JSON line per measurement (``wall_s``: the slowest process; ``per_run_s``;
 ``cpu_s``: user + system CPU seconds of each process; ``load1_before``) and a JSON
-summary: per mode, the median alone and two-at-once wall times and ``ratio`` =
-two-at-once / alone (medians; ``ratios`` per repeat). Target: ratio <= 2.5.
+summary: per mode, the median alone and two-at-once wall times, ``ratio`` =
+two-at-once / alone (medians; ``ratios`` per repeat) and the median CPU seconds of
+one run alone and at once (``cpu_s_alone``, ``cpu_s_two_at_once``: spinning threads
+burn CPU time, which other jobs on the machine do not change much). Target: ratio <= 2.5.
 """
 
 from __future__ import annotations
@@ -237,13 +239,18 @@ def summarize(lines: Sequence[dict[str, Any]], modes: Sequence[Mode]) -> dict[st
             summary[mode.name] = {"error": "no successful measurement"}
             continue
         ratio = statistics.median(two.values()) / statistics.median(alone.values())
+        cpu_alone = [c for m in mine if m["runs_at_once"] == 1 for c in m.get("cpu_s", [])]
+        cpu_two = [c for m in mine if m["runs_at_once"] == 2 for c in m.get("cpu_s", [])]
         summary[mode.name] = {
             "alone_s": round(statistics.median(alone.values()), 2),
             "two_at_once_s": round(statistics.median(two.values()), 2),
             "ratio": round(ratio, 2),
             "ratios": [round(two[r] / alone[r], 2) for r in sorted(alone) if r in two],
             "meets_target": ratio <= TARGET_RATIO,
-            "repeats": len(alone),
+            # CPU seconds of one run (median): time spent spinning shows up here, whatever the load
+            "cpu_s_alone": round(statistics.median(cpu_alone), 2) if cpu_alone else None,
+            "cpu_s_two_at_once": round(statistics.median(cpu_two), 2) if cpu_two else None,
+            "measured": {"alone": len(alone), "two_at_once": len(two)},  # successful repeats
             "lower_bound": any(m["timed_out"] for m in mine),  # a run was killed at --timeout
         }
     return summary
