@@ -302,7 +302,9 @@ class RunDir:
         with writing(self.path):
             self.path.mkdir(parents=True, exist_ok=True)
             self.clean_temporaries()
+        with writing(self.path / CONFIG):
             atomic_write(self.path / CONFIG, _json_bytes(config))
+        with writing(self.path / STATE):
             atomic_write(self.path / STATE, _json_bytes(RunState().to_json()))
 
     def clear(self) -> None:
@@ -503,10 +505,12 @@ class RunDir:
     def commit(self, state: RunState, history: list[dict[str, Any]]) -> None:
         """Write the history, then ``state.json`` (the commit point), then drop older
         checkpoints. The checkpoint itself is written before, by the caller."""
-        with deferred_signals(), writing(self.path):
+        with deferred_signals():
             body = "".join(json.dumps(r, allow_nan=True) + "\n" for r in history)
-            atomic_write(self.path / HISTORY, body.encode())
-            atomic_write(self.path / STATE, _json_bytes(state.to_json()))
+            with writing(self.path / HISTORY):
+                atomic_write(self.path / HISTORY, body.encode())
+            with writing(self.path / STATE):
+                atomic_write(self.path / STATE, _json_bytes(state.to_json()))
             for old in self.path.glob("model-r*.safetensors"):
                 if old.name != state.checkpoint:
                     old.unlink(missing_ok=True)
