@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -12,7 +12,20 @@ import torch
 
 from .dataset import Dataset
 
-__all__ = ["EvalResult", "Model", "ModelConfig", "TrainResult"]
+from .errors import SegalError
+
+__all__ = ["CAPABILITIES", "EMBEDDINGS", "STOCHASTIC_LOGITS", "EvalResult", "Model", "ModelConfig", "TrainResult"]
+
+#: Optional model capabilities a strategy may require (``Strategy.requires``):
+#: :meth:`Model.embeddings` (and :meth:`Model.logits_and_embeddings`) ...
+EMBEDDINGS = "embeddings"
+#: ... and :meth:`Model.stochastic_logits` (MC dropout).
+STOCHASTIC_LOGITS = "stochastic_logits"
+#: Capability -> what it gives, in words (for messages).
+CAPABILITIES: Mapping[str, str] = {
+    EMBEDDINGS: "image embeddings",
+    STOCHASTIC_LOGITS: "stochastic forward passes (MC dropout)",
+}
 
 
 @dataclass(frozen=True)
@@ -143,3 +156,55 @@ class Model(abc.ABC):
     def loader_workers(self) -> int:
         """DataLoader workers for this model's device."""
         return self.config.num_workers if self.config.num_workers is not None else 0
+
+    # -- optional capabilities (strategies that need one say so in ``requires``) -------
+
+    def _label(self) -> str:
+        return self.name or type(self).__name__
+
+    def capability_problem(self, capability: str) -> str | None:
+        """``None`` when this model offers ``capability`` (:data:`EMBEDDINGS`,
+        :data:`STOCHASTIC_LOGITS`), else why not, as one line that says what to do.
+
+        The default: offered when the class overrides the capability's method. A
+        model whose capability depends on its settings (dropout on or off) overrides
+        this too.
+        """
+        if capability not in CAPABILITIES:
+            return f"unknown model capability {capability!r} (known: {', '.join(CAPABILITIES)})"
+        if getattr(type(self), capability) is getattr(Model, capability):
+            return (
+                f"model {self._label()!r} cannot give {CAPABILITIES[capability]} "
+                f"(it does not implement Model.{capability}); use a model plugin that does"
+            )
+        return None
+
+    def embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """Optional: one embedding per image, ``[B, D]`` on :attr:`device` (any float
+        dtype), for a batch ``[B, 3, H, W]`` (uint8 or float), in inference mode.
+
+        What ``coreset`` measures distances between; the smp models give the encoder's
+        deepest feature map averaged over height and width. The base class has none.
+        """
+        raise SegalError(
+            f"model {self._label()!r} cannot give embeddings (it does not implement Model.embeddings)"
+        )
+
+    def logits_and_embeddings(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``[B, C, H, W]`` and embeddings ``[B, D]`` of one batch. The default
+        calls :meth:`logits` and :meth:`embeddings`; override to share one forward."""
+        return self.logits(images), self.embeddings(images)
+
+    def stochastic_logits(self, images: torch.Tensor, passes: int, seeds: Sequence[int]) -> Iterator[torch.Tensor]:
+        """Optional: ``passes`` stochastic forward passes (MC dropout) of a batch,
+        yielded one at a time as logits ``[B, C, H, W]`` on :attr:`device`.
+
+        Row ``i``'s randomness in pass ``t`` comes from ``seeds[i]`` and ``t`` alone
+        (``segal_core.seeds.pass_seed(seeds[i], t)``), so an image's passes do not
+        depend on its batch. Yield each pass before computing the next and keep no
+        reference to it: memory stays flat in ``passes``. The base class has none.
+        """
+        raise SegalError(
+            f"model {self._label()!r} cannot give stochastic forward passes (it does not implement "
+            "Model.stochastic_logits)"
+        )

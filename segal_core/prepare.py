@@ -167,6 +167,7 @@ def prepare_run(
         augmentation=plugins.call("segal_train_augmentation", config=config, splits=splits),
     )
     model = model_cls(model_config)  # device, encoder and weights fail here, up front
+    strategy.check_model(model)  # a capability the strategy needs (embeddings, MC dropout)
 
     rundir = existing or RunDir(out)
     run = Run(

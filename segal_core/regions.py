@@ -5,6 +5,12 @@ until a budget of pixels is spent. Per batch, on the model's device: logits ->
 per-pixel scores -> one score per region (mean, max or top-q over the region's
 pixels) -> merged into a running selection that keeps only the best regions whose
 pixels fill the budget. Memory is O(selection + one batch), never O(pool x regions).
+
+The ranking is the strategy's ``selection`` (:mod:`segal_core.selection`): ``topk``
+ranks by score; ``power`` and ``softmax`` rank by a Gumbel-perturbed log-weight per
+region, keyed by the round's seed, the item and the region id, which samples
+regions without replacement with probability proportional to their weight and
+streams exactly like the plain scores.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from .errors import ContractError, SegalError
 from .model import Model, Progress
 from .rundir import atomic_write
 from .scoring import _size_groups, pad_collate
+from .selection import TOPK, Selection, ranking, selection_keys
 from .units import QueryUnit
 
 __all__ = [
@@ -39,6 +46,10 @@ __all__ = [
 
 #: ``pixel_scores(logits [B, C, H, W]) -> [B, H, W]``.
 PixelScores = Callable[[torch.Tensor], torch.Tensor]
+#: ``batch_pixels(images [B, 3, H, W] on the device, positions [B] int64 on the CPU)
+#: -> [B, H, W]``: per-pixel scores of a batch straight from its images (strategies
+#: that run the model their own way, e.g. several stochastic passes).
+BatchPixels = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -174,7 +185,9 @@ class RunningSelection:
     """The best regions seen so far whose pixels fill ``budget``, merged batch by
     batch on ``device``.
 
-    Regions are ranked by score, highest first; a tie goes to the region offered
+    Regions are ranked by ``selection`` (default ``topk``: by score, highest first;
+    ``power``/``softmax``: by their Gumbel keys under ``seed``, see
+    :func:`segal_core.selection.selection_keys`); a tie goes to the region offered
     first (items in pool order, regions in id order), exactly as one stable sort of
     every region of the pool would. The selection is the shortest prefix of that
     ranking whose pixels reach ``budget`` (the last region may pass it). Anything
@@ -182,30 +195,42 @@ class RunningSelection:
     memory is the selection plus one batch.
     """
 
-    def __init__(self, budget: int, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, budget: int, device: torch.device | str = "cpu", *, selection: Selection = TOPK, seed: int = 0
+    ) -> None:
         if budget < 1:
             raise SegalError(f"a region query needs a budget of at least one pixel, not {budget}")
         self.budget = int(budget)
         self.device = torch.device(device)
+        self.selection = selection
+        self.seed = int(seed)
         self.scores = torch.empty(0, device=self.device)
         self.items = torch.empty(0, dtype=torch.int64, device=self.device)
         self.regions = torch.empty(0, dtype=torch.int64, device=self.device)
         self.pixels = torch.empty(0, dtype=torch.int64, device=self.device)
+        self.tiers = torch.empty(0, dtype=torch.int8, device=self.device)
+        self.keys = torch.empty(0, device=self.device)
 
     def offer(self, scores: torch.Tensor, items: torch.Tensor, regions: torch.Tensor, pixels: torch.Tensor) -> None:
         """Candidates (1-D, in pool order then region order); NaN and ``-inf``
         scores (nothing to score, or already labelled) never enter."""
         scores = scores.to(self.device).float()
         keep = torch.isfinite(scores) | (scores == torch.inf)
-        cat_scores = torch.cat([self.scores, scores[keep]])
-        cat_items = torch.cat([self.items, items.to(self.device)[keep]])
-        cat_regions = torch.cat([self.regions, regions.to(self.device)[keep]])
+        scores = scores[keep]
+        items, regions = items.to(self.device)[keep], regions.to(self.device)[keep]
+        tiers, keys = selection_keys(scores, items, regions, self.selection, self.seed)
+        cat_scores = torch.cat([self.scores, scores])
+        cat_items = torch.cat([self.items, items])
+        cat_regions = torch.cat([self.regions, regions])
         cat_pixels = torch.cat([self.pixels, pixels.to(self.device)[keep]])
-        order = torch.sort(cat_scores, descending=True, stable=True).indices
+        cat_tiers = torch.cat([self.tiers, tiers])
+        cat_keys = torch.cat([self.keys, keys])
+        order = ranking(cat_tiers, cat_keys)
         before = torch.cumsum(cat_pixels[order], 0) - cat_pixels[order]  # pixels ranked above each
         prefix = order[before < self.budget]
         self.scores, self.items = cat_scores[prefix], cat_items[prefix]
         self.regions, self.pixels = cat_regions[prefix], cat_pixels[prefix]
+        self.tiers, self.keys = cat_tiers[prefix], cat_keys[prefix]
 
     def picks(self) -> list[RegionPick]:
         """The selection, best first (only here does it come to the host)."""
@@ -241,7 +266,7 @@ def score_regions(
     model: Model,
     pool: Dataset,
     maps: RegionMaps,
-    pixel_scores: PixelScores,
+    pixel_scores: PixelScores | None,
     *,
     budget: int,
     labelled: Mapping[int, Sequence[int]],
@@ -250,10 +275,19 @@ def score_regions(
     batch_size: int,
     num_workers: int,
     progress: Progress | None = None,
+    selection: Selection = TOPK,
+    seed: int = 0,
+    batch_pixels: BatchPixels | None = None,
 ) -> list[RegionPick]:
     """Stream ``pool`` through ``model`` and select the best regions worth ``budget``
-    pixels; ``labelled`` maps a pool position to its regions already labelled (never
-    selected again)."""
+    pixels by ``selection`` (stochastic rules seeded by ``seed``); ``labelled`` maps a
+    pool position to its regions already labelled (never selected again).
+
+    Per-pixel scores come from ``pixel_scores(model.logits(images))``, or from
+    ``batch_pixels(images, positions)`` when given (then ``pixel_scores`` may be
+    ``None``)."""
+    if pixel_scores is None and batch_pixels is None:
+        raise ValueError("score_regions needs pixel_scores or batch_pixels")
     device = model.device
     loader = DataLoader(
         _ImagesAndRegions(pool, maps),
@@ -263,7 +297,7 @@ def score_regions(
         collate_fn=_collate,
         pin_memory=device.type == "cuda",
     )
-    selection = RunningSelection(budget, device)
+    chosen = RunningSelection(budget, device, selection=selection, seed=seed)
     done, total = 0, len(pool)
     with torch.inference_mode():
         for images, valid, regions in loader:
@@ -275,20 +309,27 @@ def score_regions(
                 group = images if rows is None else images[rows.to(device)]
                 group = group[..., :height, :width]
                 group_regions = (regions if rows is None else regions[rows.to(device)])[..., :height, :width]
-                logits = model.logits(group)
-                if logits.dim() != 4 or logits.shape[0] != group.shape[0] or logits.shape[-2:] != group.shape[-2:]:
-                    raise ContractError(
-                        f"{type(model).__name__}.logits returned shape {tuple(logits.shape)} for images "
-                        f"{tuple(group.shape)}; expected [B, C, H, W] of the same B, H, W"
-                    )
-                scores, areas = reduce_regions(pixel_scores(logits.float()), group_regions, reduction, q)
+                if batch_pixels is not None:
+                    pixels = batch_pixels(group, picked + done)
+                else:
+                    assert pixel_scores is not None
+                    logits = model.logits(group)
+                    if logits.dim() != 4 or logits.shape[0] != group.shape[0] or logits.shape[-2:] != group.shape[-2:]:
+                        raise ContractError(
+                            f"{type(model).__name__}.logits returned shape {tuple(logits.shape)} for images "
+                            f"{tuple(group.shape)}; expected [B, C, H, W] of the same B, H, W"
+                        )
+                    pixels = pixel_scores(logits.float())
+                    del logits
+                scores, areas = reduce_regions(pixels, group_regions, reduction, q)
                 items = (picked + done).to(device)
-                _offer(selection, scores, areas, items, labelled, done, picked)
+                _offer(chosen, scores, areas, items, labelled, done, picked)
+                del pixels
             done += count
             if progress is not None:
                 progress("score", done, total)
     del loader
-    return selection.picks()
+    return chosen.picks()
 
 
 def _offer(

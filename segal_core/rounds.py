@@ -180,6 +180,17 @@ def _train_and_evaluate(
     return trained, val, test
 
 
+def _labelled(run: Run) -> dict[str, Any]:
+    """What a strategy may read about the labelled set (``PoolContext.labelled_data``
+    and ``labelled_pixels``): a view, nothing is decoded here."""
+    pool, ledger = run.pool, run.state.ledger
+    ids = list(ledger)
+    return {
+        "labelled_data": DatasetView(pool, [pool.index_of(i) for i in ids], masks=run.partial_masks),
+        "labelled_pixels": [ledger[i].pixels for i in ids],
+    }
+
+
 def _query_regions(
     run: Run, round: int, budget: int, seconds: dict[str, float], bars: Progress
 ) -> tuple[list[str], list[float], list[int]]:
@@ -202,6 +213,7 @@ def _query_regions(
         maps=RegionMaps(run.unit, view, run.maps.cache),
         budget=budget,
         labelled=labelled,
+        **_labelled(run),
     )
     picks = _phase(run, round, "score", seconds, lambda: run.strategy.score_regions(ctx))
     ids = [view.ids[p.index] for p in picks]
@@ -226,6 +238,8 @@ def _query(run: Run, round: int, k: int, seconds: dict[str, float], bars: Progre
         batch_size=model.inference_batch_size(),
         num_workers=model.loader_workers(),
         progress=bars,
+        query_size=k,
+        **_labelled(run),
     )
     scores = _phase(run, round, "score", seconds, lambda: run.strategy.score(ctx))
     run.call("segal_after_scoring", round=round, ids=view.ids, scores=scores, regions=None)
@@ -237,7 +251,8 @@ def _query(run: Run, round: int, k: int, seconds: dict[str, float], bars: Progre
             ids = _checked_selection(run, chosen, position, k)
             picked = torch.tensor([position[sid] for sid in ids], device=scores.device)
         else:
-            picked = run.strategy.select(scores, k)  # top-k on the scores' device
+            # top-k (or the strategy's seeded draw) on the scores' device
+            picked = run.strategy.select(scores, k, generator=ctx.generator)
         # only the k chosen positions and scores come to the host
         positions = picked.cpu().tolist()
         return [view.ids[i] for i in positions], scores[picked].detach().float().cpu().tolist()

@@ -4,6 +4,10 @@ The pool goes through a DataLoader batch by batch; each batch's logits become on
 score per image right away (``image_scores``) and only those scores are kept, in a
 tensor of ``len(pool)`` floats allocated up front. Nothing else grows with the pool,
 and nothing inside the loop waits for the device.
+
+:func:`stream_pool` is the loop itself, for strategies that turn a batch of images
+into scores their own way (several stochastic passes); :func:`embed_pool` keeps one
+float16 embedding per image as well (``coreset``), in the same single pass.
 """
 
 from __future__ import annotations
@@ -18,10 +22,23 @@ from .dataset import Dataset
 from .errors import ContractError, SegalError
 from .model import Model, Progress
 
-__all__ = ["ImageScores", "PoolImages", "pad_collate", "pool_loader", "score_pool"]
+__all__ = [
+    "BatchScores",
+    "ImageScores",
+    "PoolImages",
+    "embed_pool",
+    "pad_collate",
+    "pool_loader",
+    "score_pool",
+    "stream_pool",
+]
 
 #: ``image_scores(logits[B, C, H, W], valid[B, H, W] | None) -> scores[B]``.
 ImageScores = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+#: ``batch_scores(images[B, 3, H, W] on the device, positions[B] int64 on the CPU)
+#: -> scores[B]`` on the device: the images of one size group, unpadded, and their
+#: positions in the pool.
+BatchScores = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class PoolImages(TorchDataset[torch.Tensor]):
@@ -109,6 +126,69 @@ def pool_loader(
     )
 
 
+def _checked_logits(model: Model, group: torch.Tensor) -> torch.Tensor:
+    logits = model.logits(group)
+    if logits.dim() != 4 or logits.shape[0] != group.shape[0] or logits.shape[-2:] != group.shape[-2:]:
+        raise ContractError(
+            f"{type(model).__name__}.logits returned shape {tuple(logits.shape)} for "
+            f"images {tuple(group.shape)}; expected [B, C, H, W] of the same B, H, W"
+        )
+    return logits
+
+
+def stream_pool(
+    model: Model,
+    pool: Dataset,
+    batch_scores: BatchScores,
+    *,
+    batch_size: int,
+    num_workers: int,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """``float32[len(pool)]`` on ``model.device``: ``batch_scores(images, positions)``
+    of every batch, written at the batch's positions.
+
+    Per batch, the uint8 (or float) images are copied to the device without
+    blocking; a batch that mixes image sizes is handed over one size at a time
+    (:func:`_size_groups`), each image unpadded, with the pool positions of its rows
+    (a CPU tensor, for per-item seeds). Runs under ``torch.inference_mode()`` and
+    never synchronises with the host inside the loop; ``progress("score", done,
+    total)`` receives counts only.
+    """
+    total = len(pool)
+    device = model.device
+    scores = torch.empty(total, dtype=torch.float32, device=device)
+    if total == 0:
+        return scores
+    loader = pool_loader(
+        pool, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda"
+    )
+    done = 0
+    with torch.inference_mode():
+        for images, valid in loader:
+            count = images.shape[0]
+            images = images.to(device, non_blocking=True)
+            for rows, height, width in _size_groups(valid, count):
+                group = images if rows is None else images[rows.to(device, non_blocking=True)]
+                group = group[..., :height, :width]
+                positions = (torch.arange(count) if rows is None else rows) + done
+                group_scores = batch_scores(group, positions)
+                if group_scores.shape != (group.shape[0],):
+                    raise ContractError(
+                        f"image_scores returned shape {tuple(group_scores.shape)}, expected ({group.shape[0]},)"
+                    )
+                if rows is None:
+                    scores[done : done + count] = group_scores
+                else:
+                    scores[positions.to(device, non_blocking=True)] = group_scores
+                del group_scores
+            done += count
+            if progress is not None:
+                progress("score", done, total)
+    del loader  # persistent workers end here, not at garbage collection
+    return scores
+
+
 def score_pool(
     model: Model,
     pool: Dataset,
@@ -129,40 +209,66 @@ def score_pool(
     the loop, so the device runs ahead of Python. ``progress("score", done, total)``
     receives counts only.
     """
-    total = len(pool)
-    device = model.device
-    scores = torch.empty(total, dtype=torch.float32, device=device)
-    if total == 0:
-        return scores
-    loader = pool_loader(
-        pool, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda"
+
+    def batch_scores(group: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        logits = _checked_logits(model, group)
+        return image_scores(logits, None)
+
+    return stream_pool(
+        model, pool, batch_scores, batch_size=batch_size, num_workers=num_workers, progress=progress
     )
-    done = 0
-    with torch.inference_mode():
-        for images, valid in loader:
-            count = images.shape[0]
-            images = images.to(device, non_blocking=True)
-            for rows, height, width in _size_groups(valid, count):
-                group = images if rows is None else images[rows.to(device, non_blocking=True)]
-                group = group[..., :height, :width]
-                logits = model.logits(group)
-                if logits.dim() != 4 or logits.shape[0] != group.shape[0] or logits.shape[-2:] != group.shape[-2:]:
-                    raise ContractError(
-                        f"{type(model).__name__}.logits returned shape {tuple(logits.shape)} for "
-                        f"images {tuple(group.shape)}; expected [B, C, H, W] of the same B, H, W"
-                    )
-                group_scores = image_scores(logits, None)
-                if group_scores.shape != (group.shape[0],):
-                    raise ContractError(
-                        f"image_scores returned shape {tuple(group_scores.shape)}, expected ({group.shape[0]},)"
-                    )
-                if rows is None:
-                    scores[done : done + count] = group_scores
-                else:
-                    scores[(rows + done).to(device, non_blocking=True)] = group_scores
-                del logits, group_scores
-            done += count
-            if progress is not None:
-                progress("score", done, total)
-    del loader  # persistent workers end here, not at garbage collection
-    return scores
+
+
+def embed_pool(
+    model: Model,
+    pool: Dataset,
+    image_scores: ImageScores | None,
+    *,
+    batch_size: int,
+    num_workers: int,
+    progress: Progress | None = None,
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """One pass over ``pool`` that keeps an embedding per image and, with
+    ``image_scores``, a score per image from the same forward.
+
+    :returns: ``scores`` (``float32[len(pool)]``, or ``None`` without
+        ``image_scores``) and ``embeddings`` (``float16[len(pool), D]``), both on
+        ``model.device``. Without ``image_scores`` only
+        :meth:`~segal_core.model.Model.embeddings` runs (for the smp models: the
+        encoder alone); with it, :meth:`~segal_core.model.Model.logits_and_embeddings`
+        (one forward for both). The embeddings are allocated at the first batch
+        (``D`` comes from the model); memory is ``2 x D`` bytes per pool image plus
+        one batch.
+    """
+    device = model.device
+    holder: list[torch.Tensor] = []
+    total = len(pool)
+
+    def keep(embeddings: torch.Tensor, positions: torch.Tensor) -> None:
+        if embeddings.dim() != 2 or embeddings.shape[0] != positions.shape[0]:
+            raise ContractError(
+                f"{type(model).__name__}.embeddings returned shape {tuple(embeddings.shape)} for "
+                f"{positions.shape[0]} images; expected [B, D]"
+            )
+        if not holder:
+            holder.append(torch.empty((total, embeddings.shape[1]), dtype=torch.float16, device=device))
+        holder[0][positions.to(device, non_blocking=True)] = embeddings.to(device, torch.float16)
+
+    def batch_scores(group: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        if image_scores is None:
+            keep(model.embeddings(group), positions)
+            return torch.zeros(group.shape[0], device=device)
+        logits, embeddings = model.logits_and_embeddings(group)
+        if logits.dim() != 4 or logits.shape[0] != group.shape[0] or logits.shape[-2:] != group.shape[-2:]:
+            raise ContractError(
+                f"{type(model).__name__}.logits_and_embeddings returned logits of shape {tuple(logits.shape)} "
+                f"for images {tuple(group.shape)}; expected [B, C, H, W] of the same B, H, W"
+            )
+        keep(embeddings, positions)
+        return image_scores(logits, None)
+
+    scores = stream_pool(
+        model, pool, batch_scores, batch_size=batch_size, num_workers=num_workers, progress=progress
+    )
+    embeddings = holder[0] if holder else torch.empty((0, 0), dtype=torch.float16, device=device)
+    return (scores if image_scores is not None else None), embeddings

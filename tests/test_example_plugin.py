@@ -3,7 +3,9 @@
 Two packages are built and installed, non-editable, into a temporary folder (the
 environment is not modified; subprocesses see the folder on ``PYTHONPATH``):
 
-- ``examples/segal-mcdropout``: the ``bald`` strategy and a ``bald-rounds.csv`` hook;
+- ``examples/segal-mcdropout``: the ``mc_entropy`` strategy (built on the core's
+  ``MonteCarloStrategy`` and the models' ``stochastic_logits`` capability) and an
+  ``mc-rounds.csv`` hook;
 - ``segal-ratio``: the tutorial package of ``docs/plugins.md``, written from the files
   that page shows and nothing else (a plugin "nobody in this repository wrote").
 
@@ -89,7 +91,7 @@ def site(sources: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_installed_as_distributions_not_editable(site: Path) -> None:
-    for dist, module in (("segal_mcdropout-0.1.0", "segal_mcdropout"), ("segal_ratio-0.1.0", "segal_ratio")):
+    for dist, module in (("segal_mcdropout-0.2.0", "segal_mcdropout"), ("segal_ratio-0.1.0", "segal_ratio")):
         info = site / f"{dist}.dist-info"
         assert "[segal]" in (info / "entry_points.txt").read_text()
         assert (site / module / "__init__.py").is_file()
@@ -101,7 +103,7 @@ def test_segal_plugins_lists_them(site: Path, tmp_path: Path) -> None:
     result = segal("plugins", site=site, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert "segal_mcdropout 0.1.0  strategies: bald; hooks: segal_round_end" in lines
+    assert "segal_mcdropout 0.2.0  strategies: mc_entropy; hooks: segal_round_end" in lines
     assert "segal_ratio 0.1.0  strategies: ratio; hooks: segal_round_end" in lines
     assert "BROKEN" not in result.stdout
 
@@ -115,18 +117,18 @@ def history(out: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines() if line.strip()]
 
 
-def test_segal_run_with_bald_end_to_end(site: Path, tmp_path: Path) -> None:
-    out = tmp_path / "bald"
-    result = segal("run", "--strategy", "bald", "--strategy-opt", "passes=3", "--strategy-opt", "p=0.5",
+def test_segal_run_with_mc_entropy_end_to_end(site: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mc"
+    result = segal("run", "--strategy", "mc_entropy", "--strategy-opt", "passes=3", "--model-opt", "dropout=0.3",
                    *TINY_RUN, "--out", str(out), site=site, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     records = history(out)
     assert [r["round"] for r in records] == [0, 1]
     config = json.loads((out / "config.json").read_text())
-    assert config["strategy_options"] == {"passes": "3", "p": "0.5"}
-    assert config["resolved"]["strategy_class"] == "segal_mcdropout.strategy.BALD"
+    assert config["strategy_options"] == {"passes": "3"}
+    assert config["resolved"]["strategy_class"] == "segal_mcdropout.strategy.MCEntropy"
     # the CSV hook: one row per round, matching the history
-    rows = read_csv(out / "bald-rounds.csv")
+    rows = read_csv(out / "mc-rounds.csv")
     assert [int(r["round"]) for r in rows] == [0, 1]
     assert [int(r["labeled"]) for r in rows] == [r["labeled"] for r in records]
     assert [int(r["queried"]) for r in rows] == [2, 0]
@@ -146,7 +148,7 @@ def test_segal_run_with_the_tutorial_strategy(site: Path, tmp_path: Path) -> Non
     log = [json.loads(line) for line in (out / "round-log.jsonl").read_text().splitlines()]
     assert log == [{"round": r["round"], "labeled": r["labeled"], "test_miou": r["test_miou"]} for r in records]
     assert json.loads((out / "config.json").read_text())["resolved"]["strategy_class"] == "segal_ratio.RatioSampling"
-    assert not (out / "bald-rounds.csv").exists(), "the bald CSV is only for bald runs"
+    assert not (out / "mc-rounds.csv").exists(), "the example's CSV is only for mc_entropy runs"
 
 
 def test_the_packages_own_tests_pass_when_installed(site: Path, sources: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -11,11 +12,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from segal_core import Dataset, EvalResult, Model, ModelConfig, SegalError, TrainResult
+from segal_core.model import EMBEDDINGS, STOCHASTIC_LOGITS
+from segal_core.seeds import pass_seed
 
 from .architectures import build_network, pad_multiple
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import IndexedDataset, PadCollate, imagenet_stats, network_inputs
 from .device import resolve_runtime
+from .dropout import HeadDropout
 from .metrics import ConfusionMatrix
 from .augment import model_augmentation
 from .options import parse_options
@@ -77,6 +81,10 @@ class SmpModel(Model):
         self.runtime.prepare()
         self.network = network.to(self.device).to(memory_format=self.runtime.memory_format)
         self.stride = pad_multiple(self.architecture or self.name, self.network)
+        #: Dropout before the head (``--model-opt dropout``), ``None`` without.
+        self.dropout: HeadDropout | None = None
+        if self.options.dropout > 0:
+            self.dropout = HeadDropout.attach(self.network, self.options.dropout, cfg.seed)
         self._forward: nn.Module = self.network
         if self.options.compile and self.runtime.cuda:
             self._forward = torch.compile(self.network)  # type: ignore[assignment]
@@ -100,6 +108,90 @@ class SmpModel(Model):
             with self.runtime.autocast():
                 out = self.forward(x)
             return out[..., :height, :width]
+
+    def _inputs(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images [B, 3, H, W], got {tuple(images.shape)}")
+        self.network.eval()
+        return network_inputs(images, self.stats, self.stride, self.runtime.memory_format)
+
+    # -- capabilities -------------------------------------------------------------
+
+    def capability_problem(self, capability: str) -> str | None:
+        """Embeddings always; stochastic passes with ``--model-opt dropout`` > 0."""
+        if capability == STOCHASTIC_LOGITS and self.dropout is None:
+            return (
+                f"model {self.name!r} has no dropout; add --model-opt dropout=0.2 "
+                "(dropout before the segmentation head, in training and in the stochastic passes)"
+            )
+        if capability in (EMBEDDINGS, STOCHASTIC_LOGITS):
+            return None
+        return super().capability_problem(capability)
+
+    def _pooled(self, features: object) -> torch.Tensor:
+        deepest = features[-1] if isinstance(features, (list, tuple)) else features
+        if not isinstance(deepest, torch.Tensor) or deepest.dim() != 4:
+            raise SegalError(f"model {self.name!r}: its encoder gave no feature map to embed")
+        return deepest.float().mean(dim=(2, 3))
+
+    def embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """The encoder's deepest feature map averaged over height and width,
+        ``[B, D]`` float32 on :attr:`device` (``D``: 512 for resnet18/34, 2048 for
+        resnet50); only the encoder runs. Padding to the stride is included in the
+        average (the logits crop it away; a pooled vector cannot)."""
+        x = self._inputs(images)
+        with torch.inference_mode(), self.runtime.autocast():
+            return self._pooled(self.network.encoder(x))
+
+    def logits_and_embeddings(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`logits` and :meth:`embeddings` from one forward (a hook on the
+        encoder keeps its pooled deepest features)."""
+        height, width = images.shape[-2:]
+        x = self._inputs(images)
+        kept: list[torch.Tensor] = []
+        handle = self.network.encoder.register_forward_hook(lambda _m, _a, out: kept.append(self._pooled(out)))
+        try:
+            with torch.inference_mode(), self.runtime.autocast():
+                out = self.network(x)  # the uncompiled network: a compiled one skips the hook
+        finally:
+            handle.remove()
+        if len(kept) != 1:
+            raise SegalError(f"model {self.name!r}: its encoder ran {len(kept)} times in one forward")
+        return out[..., :height, :width], kept[0]
+
+    def stochastic_logits(self, images: torch.Tensor, passes: int, seeds: Sequence[int]) -> Iterator[torch.Tensor]:
+        """``passes`` MC-dropout passes (dropout before the head, ``--model-opt
+        dropout``), yielded one at a time; row ``i`` of pass ``t`` is masked from
+        ``pass_seed(seeds[i], t)``. The encoder and decoder run once (the dropout
+        sits before the head): only the head runs per pass."""
+        problem = self.capability_problem(STOCHASTIC_LOGITS)
+        if problem is not None:
+            raise SegalError(problem)
+        assert self.dropout is not None
+        if len(seeds) != images.shape[0]:
+            raise ValueError(f"{len(seeds)} seeds for a batch of {images.shape[0]} images")
+        height, width = images.shape[-2:]
+        x = self._inputs(images)
+        head = self.network.segmentation_head
+        inputs: list[torch.Tensor] = []  # the head's input, from one forward without dropout
+        handle = head.register_forward_pre_hook(lambda _m, args: inputs.append(args[0]))
+        try:
+            with torch.inference_mode(), self.runtime.autocast():
+                self.network(x)
+        finally:
+            handle.remove()
+        if len(inputs) != 1:
+            raise SegalError(f"model {self.name!r}: its segmentation head ran {len(inputs)} times in one forward")
+        decoded = inputs.pop()
+        for step in range(passes):
+            self.dropout.arm([pass_seed(seed, step) for seed in seeds])
+            try:
+                with torch.inference_mode(), self.runtime.autocast():
+                    out = head(decoded)
+            finally:
+                self.dropout.disarm()
+            yield out[..., :height, :width]
+            del out
 
     def inference_batch_size(self) -> int:
         """Twice the training batch on the CPU, four times on CUDA (no gradients)."""

@@ -73,6 +73,9 @@ class SmpOptions:
     :param flip: random horizontal flips (on by default).
     :param jitter: photometric jitter (brightness, contrast, saturation, hue); off by
         default.
+    :param dropout: dropout probability on the input of the segmentation head, in
+        training and in the stochastic passes of MC dropout (``--strategy bald`` or
+        ``variance``); 0 (the default): no dropout, no stochastic passes.
     """
 
     #: Name shown in option errors.
@@ -95,6 +98,7 @@ class SmpOptions:
     augment: str | None = None
     flip: bool = True
     jitter: bool = False
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -127,6 +131,8 @@ class SmpOptions:
             raise SegalError(f"--model-opt weight_decay={self.weight_decay}: must be >= 0")
         if not 0.0 <= self.warmup < 1.0:
             raise SegalError(f"--model-opt warmup={self.warmup}: must be in [0, 1)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise SegalError(f"--model-opt dropout={self.dropout}: must be a probability in [0, 1)")
 
     def epochs_for(self, train_size: int, steps_per_epoch: int) -> int:
         """Epochs to run on ``train_size`` images: ``epochs``, or more to reach

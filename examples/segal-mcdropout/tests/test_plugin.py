@@ -15,12 +15,13 @@ def test_installed_and_listed() -> None:
     assert info.error is None
     assert info.distribution == "segal-mcdropout"
     assert info.version == segal_mcdropout.__version__
-    assert info.registers == {"strategies": ["bald"]}
+    assert info.registers == {"strategies": ["mc_entropy"]}
     assert "segal_round_end" in info.hooks
 
 
-def test_reachable_by_name_and_alias() -> None:
+def test_reachable_by_name_and_alias_next_to_the_built_in_bald() -> None:
     registry = load_plugins().registry
-    assert registry.strategy("bald") is segal_mcdropout.BALD
-    assert registry.strategy("MC-Dropout") is segal_mcdropout.BALD
-    assert registry.owners[("strategies", segal_mcdropout.BALD)] == "segal_mcdropout"
+    assert registry.strategy("mc_entropy") is segal_mcdropout.MCEntropy
+    assert registry.strategy("Max-Entropy") is segal_mcdropout.MCEntropy
+    assert registry.owners[("strategies", segal_mcdropout.MCEntropy)] == "segal_mcdropout"
+    assert registry.owners[("strategies", registry.strategy("bald"))] == "segal_uncertainty"

@@ -1,4 +1,4 @@
-"""``bald-rounds.csv``: rows from round records, rewritten whole."""
+"""``mc-rounds.csv``: rows from round records, rewritten whole."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from segal_mcdropout import BALD, FILE_NAME, segal_round_end
+from segal_mcdropout import FILE_NAME, MCEntropy, segal_round_end
 from segal_mcdropout.rounds_csv import COLUMNS
 
 
@@ -31,7 +31,7 @@ def read(path: Path) -> list[dict[str, str]]:
 
 def test_one_row_per_round_and_resume_safe(tmp_path: Path) -> None:
     history: list[dict[str, Any]] = []
-    run = SimpleNamespace(strategy=BALD(), out=tmp_path, history=history)
+    run = SimpleNamespace(strategy=MCEntropy(), out=tmp_path, history=history)
     for r, scores in enumerate(([0.5, 0.25], [1.0, None], [])):
         rec = record(r, scores)
         history.append(rec)

@@ -1,4 +1,4 @@
-"""``bald-rounds.csv``: one row of figures per completed round, in the run folder."""
+"""``mc-rounds.csv``: one row of figures per completed round, in the run folder."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 __all__ = ["COLUMNS", "FILE_NAME", "csv_row", "write_rounds_csv"]
 
 #: The file written into the run directory.
-FILE_NAME = "bald-rounds.csv"
+FILE_NAME = "mc-rounds.csv"
 #: Its columns, in order.
 COLUMNS = (
     "round",

@@ -1,98 +1,73 @@
-"""The ``bald`` query strategy: MC dropout, BALD mutual information per pixel."""
+"""The ``mc_entropy`` query strategy: the entropy of the mean prediction over
+stochastic forward passes (MC dropout), per pixel."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import ClassVar
 
 import torch
 
-from segal_core import PoolContext, SegalError, Strategy
-from segal_core.scoring import pool_loader
-from segal_core.strategy import REDUCTIONS, reduce_pixels
+from segal_core.strategy import MonteCarloStrategy
 
-from .bald import PassAccumulator
-from .dropout import find_network, mask_seed, mc_dropout
-
-__all__ = ["BALD"]
+__all__ = ["MCEntropy", "MeanProbs", "predictive_entropy"]
 
 
-class BALD(Strategy):
-    """BALD (Houlsby et al. 2011) with MC dropout (Gal et al. 2017), per pixel.
+class MeanProbs:
+    """The running sum of one batch's softmax over the passes (``[B, C, H, W]``):
+    memory does not grow with the number of passes."""
 
-    Each batch of the pool goes ``passes`` times through the trained network with
-    dropout on the input of its segmentation head; the per-pixel mutual information
-    ``H[mean p] - mean H[p]`` is reduced to one score per image on the device, and
-    only that score is kept. Dropout masks are seeded from the round's generator and
-    the item's position, so the same seed gives the same query.
+    def __init__(self) -> None:
+        self.passes = 0
+        self._sum: torch.Tensor | None = None
+
+    def add(self, logits: torch.Tensor) -> None:
+        """Fold one pass's logits ``[B, C, H, W]`` into the sum."""
+        if logits.dim() != 4:
+            raise ValueError(f"logits must be [B, C, H, W], got shape {tuple(logits.shape)}")
+        probs = torch.softmax(logits.float(), dim=1)
+        if self._sum is None:
+            self._sum = probs
+        elif probs.shape != self._sum.shape:
+            raise ValueError(f"pass {self.passes + 1} has shape {tuple(probs.shape)}, the first {tuple(self._sum.shape)}")
+        else:
+            self._sum += probs
+        self.passes += 1
+
+    def mean(self) -> torch.Tensor:
+        if self._sum is None:
+            raise ValueError("no pass was added")
+        return self._sum / self.passes
+
+
+def predictive_entropy(passes: Iterable[torch.Tensor]) -> torch.Tensor:
+    """``H[mean_t p_t]`` per pixel ``[B, H, W]`` (nats) from the passes' logits (each
+    ``[B, C, H, W]``, folded one at a time; a ``[T, B, C, H, W]`` tensor works too)."""
+    acc = MeanProbs()
+    for logits in passes:
+        acc.add(logits)
+    mean = acc.mean()
+    return -torch.special.xlogy(mean, mean).sum(dim=1)
+
+
+class MCEntropy(MonteCarloStrategy):
+    """Predictive entropy with MC dropout (the "max entropy" of Gal, Islam &
+    Ghahramani, 2017): the entropy of the class probabilities averaged over
+    ``passes`` stochastic forward passes, per pixel, reduced per image (or region).
+
+    Everything but the per-pixel formula comes from SegAL's
+    :class:`~segal_core.strategy.MonteCarloStrategy`: the passes from the model's
+    ``stochastic_logits`` capability (the smp models with ``--model-opt dropout=0.2``),
+    seeded per pool item from the round's generator; the streaming over the pool;
+    the reduction (``--strategy-opt reduction=mean|max|top_q``, ``q``); region units;
+    and ``--strategy-opt selection=topk|power|softmax``.
 
     :param passes: stochastic forward passes per image (``--strategy-opt passes=16``).
-    :param p: dropout probability (``--strategy-opt p=0.5``), in (0, 1).
-    :param reduction: pixels to one score per image: ``mean``, ``max`` or ``top_q``.
-    :param q: the fraction of the highest pixels ``top_q`` averages, in (0, 1].
-    :param layer: the submodule whose input gets dropout (dotted name); default: the
-        network's ``segmentation_head``, else its last layer with weights.
     """
 
-    name: ClassVar[str] = "bald"
-    aliases: ClassVar[tuple[str, ...]] = ("mc_dropout",)
-    description: ClassVar[str] = "BALD mutual information from MC-dropout passes (segal-mcdropout)"
+    name: ClassVar[str] = "mc_entropy"
+    aliases: ClassVar[tuple[str, ...]] = ("MCEntropy", "max_entropy")
+    description: ClassVar[str] = "entropy of the mean softmax over MC-dropout passes (segal-mcdropout)"
 
-    def __init__(
-        self, passes: int = 8, p: float = 0.3, reduction: str = "mean", q: float = 0.1, layer: str = ""
-    ) -> None:
-        if not isinstance(passes, int) or passes < 1:
-            raise SegalError(f"--strategy-opt passes={passes}: must be a whole number of at least 1")
-        if not (isinstance(p, (int, float)) and 0.0 < p < 1.0):
-            raise SegalError(f"--strategy-opt p={p}: must be a dropout probability in (0, 1)")
-        if reduction not in REDUCTIONS:
-            raise SegalError(f"--strategy-opt reduction={reduction}: not one of {', '.join(REDUCTIONS)}")
-        if not (isinstance(q, (int, float)) and 0.0 < q <= 1.0):
-            raise SegalError(f"--strategy-opt q={q}: must be a fraction in (0, 1]")
-        self.passes = passes
-        self.p = float(p)
-        self.reduction = reduction
-        self.q = float(q)
-        self.layer = layer
-
-    def score(self, ctx: PoolContext) -> torch.Tensor:
-        """One float32 per pool item on the model's device; higher = more disagreement
-        between the dropout passes."""
-        model = ctx.model
-        if model is None:
-            raise SegalError(f"strategy {self.name!r} needs a trained model")
-        network = find_network(model)
-        device = model.device
-        total = len(ctx.pool)
-        scores = torch.empty(total, dtype=torch.float32, device=device)
-        if total == 0:
-            return scores
-        base = int(torch.randint(0, 2**62, (1,), generator=ctx.generator))
-        loader = pool_loader(
-            ctx.pool, batch_size=ctx.batch_size, num_workers=ctx.num_workers, pin_memory=device.type == "cuda"
-        )
-        done = 0
-        with torch.inference_mode(), mc_dropout(network, self.p, self.layer) as dropout:
-            for images, valid in loader:
-                count = images.shape[0]
-                images = images.to(device, non_blocking=True)
-                if valid is not None:
-                    valid = valid.to(device, non_blocking=True)
-                acc = PassAccumulator()
-                for pass_ in range(self.passes):
-                    dropout.arm([mask_seed(base, done + row, pass_) for row in range(count)])
-                    logits = model.logits(images)
-                    dropout.check_consumed()
-                    if logits.dim() != 4 or logits.shape[0] != count or logits.shape[-2:] != images.shape[-2:]:
-                        raise ValueError(
-                            f"{type(model).__name__}.logits returned shape {tuple(logits.shape)} for "
-                            f"images {tuple(images.shape)}; expected [B, C, H, W] of the same B, H, W"
-                        )
-                    acc.add(logits)
-                    del logits
-                scores[done : done + count] = reduce_pixels(acc.scores(), valid, self.reduction, self.q)
-                done += count
-                del acc
-                if ctx.progress is not None:
-                    ctx.progress("score", done, total)
-        del loader
-        return scores
+    def pass_scores(self, passes: Iterable[torch.Tensor]) -> torch.Tensor:
+        return predictive_entropy(passes)
