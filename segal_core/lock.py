@@ -186,6 +186,11 @@ class FolderLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = self._holder(fd)
+            for _ in range(20):  # it may have locked the file an instant ago: let it write who it is
+                if holder.pid is not None:
+                    break
+                time.sleep(0.025)
+                holder = self._holder(fd)
             os.close(fd)
             raise FolderBusy(
                 f"{self.folder}: in use by {holder.describe()}; a folder has one writer at a time: "
