@@ -279,7 +279,10 @@ def check_checkpoint(path: Path) -> None:
             (length,) = struct.unpack("<Q", head)
             if length > 100_000_000:
                 raise damaged(path, "not a safetensors checkpoint (header size out of range)")
-            header = json.loads(fh.read(length).decode("utf-8"))
+            raw = fh.read(length)
+            if len(raw) < length:
+                raise damaged(path, f"cut short (its header needs {8 + length} bytes)")
+            header = json.loads(raw.decode("utf-8"))
             fh.seek(0, 2)
             size = fh.tell()
     except FileNotFoundError:
