@@ -7,10 +7,14 @@ from typing import Protocol
 
 from segal_core import SegalError
 
-__all__ = ["OPTION_FLAG", "FileOptions", "parse_size", "resize_options"]
+__all__ = ["MAX_SIDE", "MIN_SIDE", "OPTION_FLAG", "FileOptions", "parse_size", "resize_options"]
 
 #: The command-line option that carries dataset options, for messages.
 OPTION_FLAG = "--dataset-opt"
+#: The smallest and largest image side ``size`` may ask for (models pad small images;
+#: one image beyond the largest needs absurd memory).
+MIN_SIDE = 1
+MAX_SIDE = 16384
 
 
 class FileOptions(Protocol):
@@ -34,7 +38,8 @@ def parse_size(text: str, flag: str) -> tuple[int, int]:
     """``"360x480"`` -> ``(360, 480)`` (height x width); ``"256"`` -> ``(256, 256)``.
 
     :param flag: the option that gave ``text``, for the message.
-    :raises SegalError: not one or two positive whole numbers.
+    :raises SegalError: not one or two whole numbers, or a side outside
+        :data:`MIN_SIDE`..:data:`MAX_SIDE`.
     """
     parts = text.lower().replace("*", "x").split("x")
     try:
@@ -43,8 +48,10 @@ def parse_size(text: str, flag: str) -> tuple[int, int]:
         values = ()
     if len(values) == 1:
         values = (values[0], values[0])
-    if len(values) != 2 or min(values) < 1:
+    if len(values) != 2 or min(values) < MIN_SIDE:
         raise SegalError(f"{flag}={text!r}: expected HEIGHTxWIDTH in pixels, e.g. 512x1024")
+    if max(values) > MAX_SIDE:
+        raise SegalError(f"{flag}={text!r}: at most {MAX_SIDE} pixels a side (one image would need absurd memory)")
     return values[0], values[1]
 
 

@@ -77,6 +77,13 @@ class FolderOptions:
     scale: float | None = None
 
     def __post_init__(self) -> None:
+        if not 0 <= self.split_seed < 2**63:
+            raise SegalError(f"{OPTION_FLAG} split_seed={self.split_seed}: expected 0 to 2**63 - 1")
+        if self.ignore_index is not None and not 0 <= self.ignore_index <= 65535:
+            raise SegalError(
+                f"{OPTION_FLAG} ignore_index={self.ignore_index}: expected 0 to 65535 (a value masks can store), "
+                "at least the number of classes, e.g. 255"
+            )
         if not 0.0 < self.val_fraction < 1.0:
             raise SegalError(f"{OPTION_FLAG} val_fraction={self.val_fraction}: expected a share in (0, 1)")
         if not 0.0 <= self.test_fraction < 1.0 or self.val_fraction + self.test_fraction >= 1.0:

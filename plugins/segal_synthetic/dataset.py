@@ -16,19 +16,23 @@ from .scenes import CLASSES, make_scene
 __all__ = ["Synthetic", "SyntheticOptions"]
 
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+#: Limits of the options: what can work, refused beyond with the limit named.
+MAX_SIZE = 4096  # a 4096 x 4096 scene is ~200 MB as a float tensor, per image of a batch
+MAX_IMAGES = 1_000_000  # per split
+MAX_NOISE = 1000.0
 
 
 @dataclass(frozen=True)
 class SyntheticOptions:
     """``--dataset-opt`` keys of ``synthetic``.
 
-    :param size: image side in pixels (square images).
-    :param n_train: images in the train split (the active-learning pool).
-    :param n_val: images in the val split.
-    :param n_test: images in the test split (0: no test split, val is used).
-    :param noise: per-pixel Gaussian noise (standard deviation, 0..255 scale).
+    :param size: image side in pixels (square images), 16..4096.
+    :param n_train: images in the train split (the active-learning pool), 1..10**6.
+    :param n_val: images in the val split, 1..10**6.
+    :param n_test: images in the test split (0: no test split, val is used), 0..10**6.
+    :param noise: per-pixel Gaussian noise (standard deviation, 0..255 scale), 0..1000.
     :param rare_rate: chance that an image holds the rare class ``gem``.
-    :param data_seed: seed of the scenes; default: the run's ``--seed``.
+    :param data_seed: seed of the scenes, 0..2**63-1; default: the run's ``--seed``.
     """
 
     name: ClassVar[str] = "synthetic"
@@ -45,15 +49,17 @@ class SyntheticOptions:
         flag = "--dataset-opt"
         if self.size < 16:
             raise SegalError(f"{flag} size={self.size}: expected at least 16 (pixels)")
-        for key in ("n_train", "n_val"):
-            if getattr(self, key) < 1:
-                raise SegalError(f"{flag} {key}={getattr(self, key)}: expected at least 1 image")
-        if self.n_test < 0:
-            raise SegalError(f"{flag} n_test={self.n_test}: expected 0 or more images")
-        if self.noise < 0:
-            raise SegalError(f"{flag} noise={self.noise}: expected 0 or more")
+        if self.size > MAX_SIZE:
+            raise SegalError(f"{flag} size={self.size}: expected at most {MAX_SIZE} (pixels; larger needs absurd memory)")
+        for key, low in (("n_train", 1), ("n_val", 1), ("n_test", 0)):
+            if not low <= getattr(self, key) <= MAX_IMAGES:
+                raise SegalError(f"{flag} {key}={getattr(self, key)}: expected {low} to {MAX_IMAGES} images")
+        if not 0 <= self.noise <= MAX_NOISE:  # NaN fails too
+            raise SegalError(f"{flag} noise={self.noise}: expected 0 to {MAX_NOISE:g}")
         if not 0.0 <= self.rare_rate <= 1.0:
             raise SegalError(f"{flag} rare_rate={self.rare_rate}: expected a chance in 0..1")
+        if self.data_seed is not None and not 0 <= self.data_seed < 2**63:
+            raise SegalError(f"{flag} data_seed={self.data_seed}: expected 0 to 2**63 - 1")
 
 
 class Synthetic(Dataset):
