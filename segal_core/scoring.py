@@ -252,7 +252,8 @@ def embed_pool(
             )
         if not holder:
             holder.append(torch.empty((total, embeddings.shape[1]), dtype=torch.float16, device=device))
-        holder[0][positions.to(device, non_blocking=True)] = embeddings.to(device, torch.float16)
+        half = embeddings.to(device).clamp(-65504.0, 65504.0).to(torch.float16)  # float16's range
+        holder[0][positions.to(device, non_blocking=True)] = half
 
     def batch_scores(group: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         if image_scores is None:

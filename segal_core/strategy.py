@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from .dataset import Dataset
-from .errors import SegalError
+from .errors import ContractError, SegalError
 from .selection import TOPK, Selection, ranking, round_seed, selection_keys
 
 if TYPE_CHECKING:
@@ -397,8 +397,6 @@ class MonteCarloStrategy(Strategy):
             seeds = [item_seed(base, p) for p in positions.tolist()]  # positions are on the CPU
             out = self.pass_scores(model.stochastic_logits(images, self.passes, seeds))
             if out.shape != (images.shape[0], *images.shape[-2:]):
-                from .errors import ContractError
-
                 raise ContractError(
                     f"{type(self).__name__}.pass_scores returned shape {tuple(out.shape)} for images "
                     f"{tuple(images.shape)}; expected [B, H, W]"

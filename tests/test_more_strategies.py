@@ -101,7 +101,7 @@ def test_bald_sums_keep_no_pass() -> None:
         sums.add(torch.zeros((1, 3, 4, 5)))
 
 
-def score(strategy, model, *, pool_size: int = 9, seed: int = 0, batch_size: int = 4, **ctx):  # noqa: ANN001, ANN201
+def score(strategy, model, *, pool_size: int = 9, seed: int = 0, batch_size: int = 4, **ctx):
     pool = RandomImages(pool_size, sizes=[(10, 12)], num_classes=model.config.num_classes, seed=2)
     return strategy.score(PoolContext(pool=pool, model=model, generator=torch.Generator().manual_seed(seed),
                                       batch_size=batch_size, **ctx))

@@ -82,7 +82,7 @@ def test_power_with_beta_zero_is_uniform() -> None:
         (Selection("softmax", 3.0), lambda s: torch.exp(3.0 * s)),
     ],
 )
-def test_first_pick_is_proportional_to_the_weight(rule: Selection, weights) -> None:  # noqa: ANN001
+def test_first_pick_is_proportional_to_the_weight(rule: Selection, weights) -> None:
     scores = torch.linspace(0.1, 1.0, 10)
     counts = first_picks(scores, rule)
     expected = weights(scores) / weights(scores).sum() * counts.sum()

@@ -8,8 +8,8 @@ only: diverse *and* uncertain, the hybrid most users want.
 
 Cost: the embeddings come from the same single pass over the pool as the base
 scores (the smp models: the encoder's deepest feature map, averaged over height and
-width) and stay on the device as float16: ``2 x D`` bytes per pool image, 1 GiB per
-million images for ``D = 512`` (resnet18/34), 4 GiB for ``D = 2048`` (resnet50). The
+width) and stay on the device as float16: ``2 x D`` bytes per pool image, 1.0 GB per
+million images for ``D = 512`` (resnet18/34), 4.1 GB for ``D = 2048`` (resnet50). The
 labelled images, the initial centres, cost one more pass (through the encoder only).
 The greedy loop is ``k`` distance sweeps over the candidates, on the device, without
 a host synchronisation.
@@ -26,7 +26,7 @@ from segal_core import PoolContext, SegalError, Strategy
 from segal_core.model import EMBEDDINGS
 from segal_core.scoring import embed_pool
 from segal_core.selection import TOPK
-from segal_core.strategy import REDUCTIONS, select_positions
+from segal_core.strategy import REDUCTIONS, reduce_pixels, select_positions
 
 from . import functional
 
@@ -34,18 +34,20 @@ __all__ = ["BASES", "CoreSet", "k_center", "nearest_distances"]
 
 #: Values of ``--strategy-opt base`` (``none``: k-center over the whole pool).
 BASES = ("none", "entropy", "margin", "least_confidence")
-#: Pool rows per distance chunk (bounds the float32 temporaries).
+#: Pool rows per distance chunk, and centres per block: the float32 temporaries stay
+#: at ``CHUNK x D`` and ``CHUNK x CENTRES`` (64 MiB).
 CHUNK = 16384
+CENTRES = 1024
 
 
 def nearest_distances(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     """float32 ``[N]``: each point's Euclidean distance to its nearest centre
     (``points`` ``[N, D]``, ``centres`` ``[M, D]``, any float dtype; computed in
-    float32, chunked over both so temporaries stay at ``CHUNK x CHUNK``). No centre:
+    float32, chunked over both so temporaries stay at ``CHUNK x CENTRES``). No centre:
     ``+inf``."""
     out = torch.full((points.shape[0],), torch.inf, device=points.device)
-    for start in range(0, centres.shape[0], CHUNK):
-        block = centres[start : start + CHUNK].to(points.device, torch.float32)
+    for start in range(0, centres.shape[0], CENTRES):
+        block = centres[start : start + CENTRES].to(points.device, torch.float32)
         for row in range(0, points.shape[0], CHUNK):
             near = torch.cdist(points[row : row + CHUNK].float(), block).amin(dim=1)
             torch.minimum(out[row : row + CHUNK], near, out=out[row : row + CHUNK])
@@ -142,8 +144,6 @@ class CoreSet(Strategy):
         return select_positions(scores, k, TOPK, generator)
 
     def _image_scores(self, logits: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-        from segal_core.strategy import reduce_pixels
-
         pixels = getattr(functional, self.base)(logits.float())
         return reduce_pixels(pixels, valid, self.reduction, self.q)
 
