@@ -103,7 +103,7 @@ def line_chart(
         y = py(value)
         out.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#222" '
                    f'stroke-dasharray="6 4"><title>{escape(name)}: {value:.4f}</title></line>')
-        out.append(f'<text x="{width - right - 4}" y="{y - 4:.1f}" text-anchor="end" fill="#222">'
+        out.append(f'<text x="{left + 6}" y="{y - 5:.1f}" fill="#222">'
                    f"{escape(name)} {value:.3f}</text>")
     for s in series:
         pts = sorted(s.points)

@@ -53,7 +53,7 @@ table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border:1px s
 th{background:#f1f1f1;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .heatmap td{text-align:center;min-width:38px;font-variant-numeric:tabular-nums}.heatmap td.na{background:#eee;color:#999}
 .legend{display:flex;flex-wrap:wrap;gap:4px 14px;margin:4px 0 8px;font-size:12px}
-.legend span::before{content:"";display:inline-block;width:11px;height:11px;margin-right:5px;vertical-align:-1px;
+.makeup .legend{margin:0;font-size:13px}.legend span::before{content:"";display:inline-block;width:11px;height:11px;margin-right:5px;vertical-align:-1px;
 background:var(--c);border-radius:2px}
 .chart{max-width:100%;height:auto;background:#fff}
 details{margin:6px 0}summary{cursor:pointer;font-weight:600}
@@ -202,7 +202,7 @@ def _run_section(n: int, view: RunView, metric: str, color: str) -> str:
     out.append(_heatmap(view, metric))
     out.append(_makeup(view))
     out.append(_timing(view))
-    out.append(_queries(view))
+    out.append(_queries(view, n))
     out.append(_settings(view))
     out.append("</section>")
     return "\n".join(out)
@@ -231,7 +231,7 @@ def _heatmap(view: RunView, metric: str) -> str:
     split = "val" if metric == "val_miou" else (view.history[-1].get("test_split") or "test")
     return (f"<h3>Per-class IoU ({escape(split)}) over the rounds</h3>"
             f'<table class="heatmap"><tr><th>class</th>{head}</tr>{"".join(rows)}</table>'
-            '<p class="note">Colour: IoU from 0 (dark blue) to 1 (yellow); &ndash;: the class is absent from '
+            '<p class="note">Colour: IoU from 0 (dark purple) to 1 (yellow); &ndash;: the class is absent from '
             "both prediction and truth.</p>")
 
 
@@ -250,8 +250,17 @@ def _makeup(view: RunView) -> str:
                         note=f"{total:,} px"))
     missing = len(view.history) - len(rounds)
     note = f'<p class="note">Counts stop after round {len(rounds) - 1}: later rounds kept none.</p>' if missing else ""
+    head = "".join(f"<th>r{record['round']}</th>" for record in view.history[: len(rounds)])
+    rows = []
+    for name, color in zip(classes, colors):
+        cells = "".join(
+            f'<td class="num">{100 * counts.get(name, 0) / max(1, sum(counts.values())):.1f}%</td>' for counts in rounds
+        )
+        rows.append(f'<tr><th><span class="legend"><span style="--c:{color}">{escape(name)}</span></span></th>{cells}</tr>')
+    shares = f'<table class="makeup"><tr><th>class</th>{head}</tr>{"".join(rows)}</table>'
     return (title + stacked_bars(bars, unit=" px") + _legend(zip(classes, colors)) + note +
-            '<p class="note">What each round trained on: the seed set plus every earlier query, by class.</p>')
+            '<p class="note">What each round trained on: the seed set plus every earlier query, by class '
+            "(share of the labelled pixels below).</p>" + shares)
 
 
 def _timing(view: RunView) -> str:
@@ -267,7 +276,7 @@ def _timing(view: RunView) -> str:
     return ("<h3>Time per phase</h3>" + stacked_bars(bars, unit=" s", relative=False) + _legend(PHASES))
 
 
-def _queries(view: RunView) -> str:
+def _queries(view: RunView, n: int) -> str:
     out = ["<h3>Queried samples</h3>"]
     querying = [r for r in view.history if r.get("queried")]
     if not querying:
@@ -297,7 +306,7 @@ def _queries(view: RunView) -> str:
                           f"{_num(scale.get('low'))} to yellow = {_num(scale.get('high'))}, one scale for the round."
                           "</p>")
         cards = [_sample_card(thumbs, s) for s in thumbs.samples]
-        out.append(f'<details open class="round" data-round="{r}"><summary>{escape(summary)}</summary>'
+        out.append(f'<details open class="round" id="run-{n}-round-{r}" data-round="{r}"><summary>{escape(summary)}</summary>'
                    f'{scale_note}<div class="samples">{"".join(cards)}</div></details>')
     return "\n".join(out)
 

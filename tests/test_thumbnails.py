@@ -168,3 +168,18 @@ def test_thumb_size_and_masks() -> None:
     with Image.open(io.BytesIO(png)) as img:
         pixels = np.asarray(img.convert("RGB"))
     assert pixels[1].tolist() == [[0, 0, 0], [0, 0, 0]]  # ignore and out-of-range: black
+
+
+def test_the_benchmark_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # what the script sets; undone after the test
+    import thumbnails as bench
+
+    out = tmp_path / "figures.json"
+    argv = ["--model", "tiny", "--pool-size", "8", "--k", "2", "--image-size", "48x64", "--repeats", "2",
+            "--json", str(out)]
+    assert bench.main(argv) == 0
+    figures = json.loads(out.read_text())
+    assert figures["settings"]["k"] == 2 and len(figures["all_seconds"]["thumbnails"]) == 2
+    assert figures["ratio"] > 1 and figures["bytes_per_sample"] > 0
+    assert "score+select s" in capsys.readouterr().out

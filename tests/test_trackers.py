@@ -263,3 +263,18 @@ def test_cli_options_in_any_order(tmp_path: Path) -> None:
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
     saved = json.loads((out / "config.json").read_text())["plugin_options"]
     assert saved["tracker"] == ["TensorBoard"] and saved["tracker_opt"] == [f"logdir={tmp_path / 'tb'}"]
+
+
+def test_the_tracker_example_of_the_docs_works(tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
+    block = text.split("<!-- tracker-example -->\n```python\n", 1)[1].split("```", 1)[0]
+    module = types.ModuleType("segal_jsonlog")
+    exec(compile(block, "docs/plugins.md", "exec"), module.__dict__)  # noqa: S102
+    log = tmp_path / "log.jsonl"
+    cfg = config(tmp_path / "run", [], rounds=2)
+    cfg = RunConfig(**{**cfg.to_json(), "plugin_options": {"jsonlog": str(log)}})
+    history = run(cfg, ("segal_jsonlog", module))
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [line["test_miou"] for line in lines if "test_miou" in line] == [r["test_miou"] for r in history]
+    assert sum("loss" in line for line in lines) == sum(r["train"]["epochs"] for r in history)
+    assert lines[-1] == {"finished": 2}
