@@ -382,13 +382,15 @@ def run_main(argv: Sequence[str] | None = None) -> int:
 
 def one_line(exc: SegalError) -> str:
     """The message of ``exc`` on one line. torch re-raises an error from a DataLoader
-    worker with the worker's traceback inside the message: keep its last line."""
+    worker with the worker's traceback inside the message: keep its last line. Any
+    other line break or control character (a value the user typed may hold one) is
+    shown escaped, as ``\\n``."""
     text = str(exc).strip()
-    if "\n" not in text:
-        return text
-    last = text.splitlines()[-1]
-    _, sep, message = last.partition("Error: ")
-    return message if sep else last
+    if "Traceback (most recent call last)" in text:
+        last = text.splitlines()[-1]
+        _, sep, message = last.partition("Error: ")
+        text = message if sep else last
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _run(args: list[str]) -> int:

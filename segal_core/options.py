@@ -63,7 +63,9 @@ def _is_union(hint: Any) -> bool:
 
 
 def _shown(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, str) else "none" if value is None else str(value)
 
 
 def coerce_value(value: Any, hint: Any, where: str, *, spaced: bool = False) -> Any:

@@ -17,6 +17,7 @@ from . import __version__
 from .config import RunConfig
 from .dataset import CachedDataset, DataConfig, Dataset, Splits
 from .errors import SegalError
+from .limits import check_cache_fits
 from .model import ModelConfig
 from .options import coerce_options
 from .plugins import Plugins, load_plugins
@@ -65,6 +66,7 @@ def _load_splits(config: RunConfig, dataset_cls: type[Dataset]) -> Splits:
     )
     splits = dataset_cls.load(data_config)
     if config.cache:
+        check_cache_fits(splits)  # absurd memory is refused up front (segal_core.limits)
         splits = Splits(
             train=CachedDataset(splits.train),
             val=CachedDataset(splits.val),
