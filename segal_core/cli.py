@@ -284,8 +284,13 @@ def report_command(runs: tuple[Path, ...], out: Path, metric: str, x_axis: str, 
     """Compare runs: one plot of mIoU against labelled fraction and a table with the
     area under each curve (a --full run is drawn as the ceiling line)."""
     from .report import write_report
+    from .rundir import WriteFailed
 
-    rows = write_report(list(runs), out, metric=metric, x=x_axis, force=force)
+    try:
+        rows = write_report(list(runs), out, metric=metric, x=x_axis, force=force)
+    except OSError as exc:  # a read or write the report's own checks did not name
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise WriteFailed(f"{where}{exc.strerror or exc}; fix that and run segal report again") from exc
     for row in rows:
         auc = row["auc"]
         click.echo(f"{row['label']:<28} rounds {row['rounds']:>3}  AUC {'n/a' if auc is None else f'{auc:.4f}'}  {row['run']}")

@@ -69,7 +69,8 @@ def load_checkpoint(path: Path, network: nn.Module, expected: Mapping[str, str])
     except (SafetensorError, OSError, ValueError) as exc:
         raise SegalError(f"checkpoint {path}: not a safetensors file ({exc})") from exc
     if metadata.get("format") != FORMAT:
-        raise SegalError(f"checkpoint {path}: not a SegAL smp checkpoint (format {metadata.get('format')!r})")
+        found = f"format {metadata['format']!r}" if "format" in metadata else "no format in its metadata"
+        raise SegalError(f"checkpoint {path}: not a SegAL smp checkpoint ({found})")
     wrong = [f"{k} {metadata.get(k)!r} (this model: {v!r})" for k, v in expected.items() if metadata.get(k) != v]
     if wrong:
         raise SegalError(f"checkpoint {path}: saved for another model: {'; '.join(wrong)}")
