@@ -170,11 +170,11 @@ class Disk:
         mp.setattr(smp_model, "save_checkpoint", save_checkpoint)
 
 
-def cli_run(out: Path, disk: Disk | None = None, *extra: str) -> int:
+def cli_run(out: Path, disk: Disk | None = None, args: list[str] = RUN_ARGS) -> int:
     with pytest.MonkeyPatch.context() as mp:
         if disk is not None:
             disk.install(mp)
-        return run_main(["run", *RUN_ARGS, "--out", str(out), *extra])
+        return run_main(["run", *args, "--out", str(out)])
 
 
 @pytest.fixture(scope="module")
@@ -278,3 +278,29 @@ def test_a_failed_report_write_changes_nothing(
         assert "--resume" not in line and "run folder" not in line
         assert "segal report again" in line
         assert snapshot(report) == before, f"write {position} changed the report folder"
+
+
+# region queries of 16x16 patches, 4 images' worth of pixels per round
+REGION_ARGS = [
+    *RUN_ARGS[: RUN_ARGS.index("--query-size")], *RUN_ARGS[RUN_ARGS.index("--query-size") + 2 :],
+    "--query-unit", "patch", "--unit-opt", "size=16", "--query-pixels", str(4 * 32 * 32),
+]
+
+
+def test_a_failed_label_write_then_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Region queries write partial masks to labels/: the first one of round 1 fails,
+    then a resume ends with the same queries and regions as an uninterrupted run."""
+    plan_out = tmp_path / "plan"
+    plan = Disk(plan_out)
+    assert cli_run(plan_out, plan, REGION_ARGS) == 0
+    expected = [(r["queried"], r["queried_regions"]) for r in history(plan_out)]
+    commits = [i for i, name in enumerate(plan.writes) if name == "state.json"]
+    position = next(i for i in range(commits[1] + 1, len(plan.writes)) if plan.writes[i].startswith("labels/")) + 1
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert cli_run(out, Disk(out, position, errno.ENOSPC), REGION_ARGS) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: {out / plan.writes[position - 1]}: No space left on device; "), line
+    assert json.loads((out / "state.json").read_text())["completed_rounds"] == 1
+    assert run_main(["run", "--resume", str(out), "--no-progress"]) == 0
+    assert [(r["queried"], r["queried_regions"]) for r in history(out)] == expected
