@@ -91,6 +91,11 @@ class Holder:
             command=" ".join(sys.argv)[:300],
         )
 
+    def is_this_process(self) -> bool:
+        """Whether this holder is the calling process (which may check a folder it has
+        locked itself)."""
+        return self.pid == os.getpid() and self.host == socket.gethostname()
+
     def to_bytes(self) -> bytes:
         return (json.dumps(vars(self), indent=1) + "\n").encode()
 

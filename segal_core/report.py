@@ -199,7 +199,7 @@ def check_report_folder(out: Path, *, force: bool = False) -> None:
     if not out.is_dir():
         return
     holder = holder_of(out)
-    if holder is not None and holder.pid != os.getpid():
+    if holder is not None and not holder.is_this_process():
         raise FolderBusy(
             f"--out {out}: in use by {holder.describe()}; a folder has one writer at a time: wait until that "
             "process ends (or stop it), or pick another --out (nothing was changed)"

@@ -253,7 +253,7 @@ class RunDir:
             raise SegalError(f"{where}: is a file, not a folder; pick {other}")
         if path.is_dir():
             holder = holder_of(path)
-            if holder is not None and holder.pid != os.getpid():  # not the caller's own lock
+            if holder is not None and not holder.is_this_process():  # not the caller's own lock
                 raise FolderBusy(
                     f"{where}: in use by {holder.describe()}; a folder has one writer at a time: "
                     f"wait until that process ends (or stop it), or pick {other} (nothing was changed)"

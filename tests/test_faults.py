@@ -20,7 +20,7 @@ from segal_core.cli import run_main
 from segal_core.cycle import run_cycle
 
 from cycle_helpers import TINY_ARGS, history, snapshot, tiny_config
-from pause_plugin import build_pause_plugin, paused_process
+from pause_plugin import PAUSE_PLUGIN, build_pause_plugin, paused_process  # noqa: F401 - PAUSE_PLUGIN: tests import it from here
 
 ROUNDS = 3
 RUN_ARGS = [*TINY_ARGS, "--strategy", "entropy", "--rounds", str(ROUNDS)]
