@@ -39,7 +39,7 @@ def test_run_until_the_pool_is_exhausted(tmp_path: Path) -> None:
     assert state["finished"] and state["completed_rounds"] == 4
     assert set(state["ledger"]) == {f"train-{i:05d}" for i in range(16)} or len(state["ledger"]) == 16
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "curve.png", "history.jsonl", "model-r003.safetensors", "state.json"]
+        "config.json", "curve.png", "history.jsonl", "model-r003.safetensors", "state.json", "thumbnails"]
     config = json.loads((out / "config.json").read_text())
     assert config["resolved"]["pool_size"] == 16 and config["versions"]["torch"]
 
