@@ -15,7 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segal_core import RunConfig, SegalError, Strategy, hookimpl, load_plugins
+from segal_core import QueryUnit, RunConfig, SegalError, Strategy, hookimpl, load_plugins
 from segal_core.cli import run_main
 from segal_core.cycle import run_cycle
 from segal_core.regions import RunningSelection, reduce_regions
@@ -24,7 +24,7 @@ from segal_units.units import patch_grid
 
 from cycle_helpers import history, segal_process
 from fakedist import make_distribution
-from test_faults import PAUSE_PLUGIN
+from pause_plugin import PAUSE_PLUGIN
 
 # -- units cover every pixel exactly once -------------------------------------------
 
@@ -243,3 +243,37 @@ def test_region_run_killed_and_resumed_makes_the_same_queries(camvid_mini: Path,
         assert [r[key] for r in mine] == [r[key] for r in theirs], key
     same = json.loads((out / "state.json").read_text())["ledger"]
     assert same == json.loads((reference / "state.json").read_text())["ledger"]
+
+
+class Halves(QueryUnit):
+    """A third-party unit: the left and right halves of every image."""
+
+    name = "halves"
+
+    def __init__(self) -> None:
+        pass
+
+    def regions(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        return (torch.arange(width) >= width // 2).long().expand(height, width).clone()
+
+
+class HalvesPlugin:
+    @hookimpl
+    def segal_register_units(self) -> list[type]:
+        return [Halves]
+
+
+def test_a_plugin_registers_its_own_unit_through_segal_register_units(camvid_mini: Path, tmp_path: Path) -> None:
+    plugins = load_plugins(extra=[("segal_halves", HalvesPlugin())])
+    assert "halves" in plugins.registry.names("units")
+    config = RunConfig(
+        dataset="camvid", data_path=str(camvid_mini), dataset_options={"size": "45x60"}, strategy="entropy",
+        query_unit="halves", seed_ratio=0.05, query_ratio=0.05, rounds=2, device="cpu", progress=False,
+        out=str(tmp_path / "r"), model_options={"encoder": "tu-test_resnet", "epochs": 1, "min_steps": 1,
+                                                "steps_per_image": 0, "crop_size": 32, "batch_size": 4},
+    )
+    records = run_cycle(config, plugins=plugins)
+    assert set(records[0]["queried_regions"]) <= {0, 1} and records[0]["queried"]
+    ledger = json.loads((tmp_path / "r" / "state.json").read_text())["ledger"]
+    assert all(e["pixels"] in (45 * 30, 45 * 60) for e in ledger.values())  # one or both halves
