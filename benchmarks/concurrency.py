@@ -114,7 +114,7 @@ def segal_command() -> list[str]:
 def has_threads_option() -> bool:
     """Whether ``segal run`` takes ``--threads`` yet."""
     done = subprocess.run(
-        [*segal_command(), "run", "--help"], capture_output=True, text=True, env=clean_env(), timeout=300
+        [*segal_command(), "run", "--help"], check=False, capture_output=True, text=True, env=clean_env(), timeout=300
     )
     return "--threads" in done.stdout
 
@@ -136,7 +136,7 @@ def cli_sets_wait_policy(options: Sequence[str], out: Path) -> bool:
     ``segal_core.threads.prepare_environment``): one tiny run, started without it."""
     cmd = [sys.executable, "-c", _WAIT_POLICY_PROBE, "run", *options, *QUICK_OPTIONS, "--threads", "1",
            "--out", str(out / "wait-policy-probe")]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=600)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, env=clean_env(), timeout=600)
     return "OMP_WAIT_POLICY=PASSIVE" in done.stderr.splitlines()
 
 

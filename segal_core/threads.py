@@ -28,6 +28,7 @@ import sys
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from .errors import SegalError
 
@@ -48,7 +49,7 @@ ENV_VAR = "SEGAL_THREADS"
 #: Set (unless already set) by :func:`prepare_environment`: idle OpenMP threads sleep
 #: instead of spinning. ``OMP_WAIT_POLICY`` is the standard name, read by GNU libgomp
 #: (what pip's torch wheels link) and by Intel's libiomp5 (conda builds).
-WAIT_ENVIRONMENT: Mapping[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
+WAIT_ENVIRONMENT: Mapping[str, str] = MappingProxyType({"OMP_WAIT_POLICY": "PASSIVE"})
 
 #: cgroup v1 folder names that may hold the ``cpu`` controller's files.
 _V1_CPU_FOLDERS = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
