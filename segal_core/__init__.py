@@ -53,6 +53,7 @@ _EXPORTS = {
     "RunOption": "cliopts",
     "QueryUnit": "units",
     "RegionContext": "strategy",
+    "MonteCarloStrategy": "strategy",
 }
 
 __all__ = sorted([*_EXPORTS, "SegalError", "__version__", "hookimpl", "hookspec"])
@@ -71,5 +72,13 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .plugins import DISABLE_ENV, ENTRY_POINT_GROUP, PluginError, PluginInfo, Plugins, load_plugins, registry
     from .registration import Registry
     from .run import Run
-    from .strategy import REDUCTIONS, PoolContext, RegionContext, Strategy, UncertaintyStrategy, reduce_pixels
+    from .strategy import (
+        REDUCTIONS,
+        MonteCarloStrategy,
+        PoolContext,
+        RegionContext,
+        Strategy,
+        UncertaintyStrategy,
+        reduce_pixels,
+    )
     from .units import QueryUnit
