@@ -10,7 +10,7 @@ import click
 __all__ = ["TARGETS", "RunOption"]
 
 #: The ``RunConfig`` maps a :class:`RunOption` may write to.
-TARGETS = ("model_options", "dataset_options", "strategy_options", "oracle_options", "plugin_options")
+TARGETS = ("model_options", "dataset_options", "strategy_options", "oracle_options", "unit_options", "plugin_options")
 
 
 class RunOption(click.Option):

@@ -18,8 +18,8 @@ from typing import Any, Literal
 from .config import OPTION_MAPS, RunConfig
 from .errors import SegalError
 from .lock import FolderLock
-from .plugins import Plugins
-from .prepare import default_out, prepare_run
+from .plugins import Plugins, load_plugins
+from .prepare import check_settings, default_out, prepare_run
 from .progress import Bars
 from .rounds import one_round, seed_ledger, summary_line
 from .run import Echo, Run, _quiet
@@ -81,10 +81,14 @@ def run_cycle(
         raise SegalError(f"if_exists={if_exists!r}: expected 'error', 'resume' or 'replace'")
     out = Path(config.out) if config.out else None
     if out is not None and if_exists == "resume" and RunDir.is_run(out):
-        return resume_run(out, plugins=plugins, echo=echo)
+        # the settings given must be the run's own (as resume_run checks them)
+        given = {k: v for k, v in config.to_json().items() if k not in ("out", "blocked")}
+        return resume_run(out, given, plugins=plugins, echo=echo)
     out = out or default_out(config)
     with FolderLock(out, what="a run"):  # one writer per run folder (segal_core.lock)
         if if_exists == "replace" and RunDir.is_run(out):
+            plugins = plugins or load_plugins(blocked=config.blocked)
+            check_settings(config, plugins)  # a typo must not cost the old run
             RunDir(out).clear()
         return _start(replace(config, out=str(out)), plugins=plugins, echo=echo)
 

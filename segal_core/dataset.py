@@ -159,7 +159,7 @@ class DatasetView(Dataset):
     def mask(self, index: int) -> torch.Tensor:
         override = self._masks.get(self.ids[index])
         if override is not None:
-            return override
+            return override.to(torch.int64)  # kept compact (uint8) by the cycle
         return self.base.mask(self.indices[index])
 
 

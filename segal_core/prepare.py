@@ -27,7 +27,7 @@ from .rundir import FORMAT_VERSION, RunDir, RunState
 from .strategy import RegionContext, Strategy
 from .units import QueryUnit
 
-__all__ = ["check_resumed_data", "default_out", "prepare_run", "run_sizes"]
+__all__ = ["check_resumed_data", "check_settings", "default_out", "prepare_run", "run_sizes"]
 
 log = logging.getLogger("segal")
 
@@ -124,6 +124,23 @@ def _apply_threads(config: RunConfig) -> int:
     return budget.loader_workers
 
 
+def check_settings(config: RunConfig, plugins: Plugins) -> tuple[type[Dataset], type, Strategy, Any, QueryUnit]:
+    """The checks that need no data: the settings, every name, every plugin's options,
+    unit and strategy together, and that the data folder exists. Returns the dataset
+    and model classes, the strategy, the oracle and the unit."""
+    config.validate()
+    reg = plugins.registry
+    dataset_cls = reg.dataset(config.dataset)
+    model_cls = reg.model(config.model)
+    strategy = _build(reg.strategy(config.strategy), dict(config.strategy_options), "--strategy-opt")
+    oracle = _build(reg.oracle(config.oracle), dict(config.oracle_options), "--oracle-opt")
+    unit = _build(reg.unit(config.query_unit), dict(config.unit_options), "--unit-opt")
+    _check_unit(config, unit, strategy)
+    if config.data_path and not Path(config.data_path).expanduser().is_dir():
+        _load_splits(config, dataset_cls)  # raises its one line (no such folder, a file)
+    return dataset_cls, model_cls, strategy, oracle, unit
+
+
 def prepare_run(
     config: RunConfig,
     *,
@@ -134,15 +151,9 @@ def prepare_run(
     """Validate everything a user can get wrong, cheaply and before any training:
     names, options, ratios, data, device, weights, the output folder. A new run's
     folder is created; an ``existing`` one is read back and checked."""
-    config.validate()
     plugins = plugins or load_plugins(blocked=config.blocked)
-    reg = plugins.registry
-    dataset_cls = reg.dataset(config.dataset)
-    model_cls = reg.model(config.model)
-    strategy = _build(reg.strategy(config.strategy), dict(config.strategy_options), "--strategy-opt")
-    oracle = _build(reg.oracle(config.oracle), dict(config.oracle_options), "--oracle-opt")
-    unit = _build(reg.unit(config.query_unit), dict(config.unit_options), "--unit-opt")
-    _check_unit(config, unit, strategy)
+    settings = check_settings(config, plugins)
+    dataset_cls, model_cls, strategy, oracle, unit = settings
 
     out = Path(config.out) if config.out else default_out(config)
     if existing is None:
@@ -216,8 +227,10 @@ def prepare_run(
         )
     else:
         run.history = rundir.history(run.state)
-        run.partial_masks = rundir.read_masks(run.state.ledger, run.pool)
+        for sample_id, mask in rundir.read_masks(run.state.ledger, run.pool).items():
+            run.keep_mask(sample_id, mask)
         rundir.clean_temporaries()
+        rundir.drop_unnamed_masks(run.state)  # what a killed round labelled before its commit
         check_resumed_data(run)
     return run
 

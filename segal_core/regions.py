@@ -91,21 +91,24 @@ class RegionMaps:
         if image is None:
             image = self.data.image(index)
         regions = self.unit.regions(image)
-        _check_map(regions, image, self.unit, sample_id)
+        _check_map(regions, image, self.unit, sample_id, cached=self.cache is not None)
         if self.cache is not None:
             self.cache.mkdir(parents=True, exist_ok=True)
             atomic_write(self._file(sample_id), _png16(regions))
         return regions
 
 
-def _check_map(regions: torch.Tensor, image: torch.Tensor, unit: QueryUnit, sample_id: str) -> None:
+def _check_map(regions: torch.Tensor, image: torch.Tensor, unit: QueryUnit, sample_id: str, cached: bool) -> None:
     if regions.shape != image.shape[-2:] or regions.dtype != torch.int64:
         raise ContractError(
             f"--query-unit {unit.name}: regions() returned {tuple(regions.shape)} {regions.dtype} for "
             f"{sample_id!r}, expected int64 {tuple(image.shape[-2:])}; fix the unit plugin"
         )
-    if regions.numel() and (int(regions.min()) < 0 or int(regions.max()) > 65535):
-        raise ContractError(f"--query-unit {unit.name}: region ids of {sample_id!r} must be in 0..65535")
+    if regions.numel() and int(regions.min()) < 0:
+        raise ContractError(f"--query-unit {unit.name}: region ids of {sample_id!r} must be 0 or more")
+    if cached and regions.numel() and int(regions.max()) > 65535:  # the cache is 16-bit PNG
+        raise SegalError(f"--query-unit {unit.name}: {sample_id!r} has more than 65536 regions; "
+                         "ask for fewer (--unit-opt)")
 
 
 def _png16(regions: torch.Tensor) -> bytes:

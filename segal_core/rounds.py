@@ -58,8 +58,10 @@ def label(run: Run, round: int, ids: Sequence[str]) -> list[Annotation]:
     for ann in annotations:
         mask_file = None
         if ann.mask is not None:
-            mask_file = run.rundir.write_mask(ann.sample_id, ann.mask, who=f"--oracle {run.config.oracle}")
-            run.partial_masks[ann.sample_id] = ann.mask.detach().to("cpu", torch.int64)
+            mask_file = run.rundir.write_mask(
+                ann.sample_id, ann.mask, who=f"--oracle {run.config.oracle}", round=round
+            )
+            run.keep_mask(ann.sample_id, ann.mask)
         run.state.ledger[ann.sample_id] = LedgerEntry(round=round, pixels=int(ann.labeled_pixels), mask_file=mask_file)
     return annotations
 
@@ -112,11 +114,11 @@ def label_regions(run: Run, round: int, picks: Sequence[tuple[str, int]]) -> lis
                                 f"of the image's size for {sid!r}")
         new = ann.mask.detach().to("cpu", torch.int64)
         old = run.partial_masks.get(sid)
-        merged = new if old is None else torch.where(area, new, old)
+        merged = new if old is None else torch.where(area, new, old.to(torch.int64))
         before = run.state.ledger.get(sid)
         regions = sorted({*(before.regions or [] if before else []), *wanted[sid]})
-        mask_file = run.rundir.write_mask(sid, merged, who=f"--oracle {run.config.oracle}")
-        run.partial_masks[sid] = merged
+        mask_file = run.rundir.write_mask(sid, merged, who=f"--oracle {run.config.oracle}", round=round)
+        run.keep_mask(sid, merged)
         run.state.ledger[sid] = LedgerEntry(
             round=before.round if before else round,
             pixels=(before.pixels if before else 0) + int(ann.labeled_pixels),

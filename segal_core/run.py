@@ -104,6 +104,15 @@ class Run:
         """Call lifecycle hook ``hook`` with ``run=self``."""
         return self.plugins.call(hook, run=self, **kwargs)
 
+    def keep_mask(self, sample_id: str, mask: torch.Tensor) -> None:
+        """Keep a partial mask in memory, compactly: uint8 when the class ids and the
+        ignore index fit (a region run holds one per labelled image), int32 otherwise.
+        :class:`~segal_core.dataset.DatasetView` hands it back as int64."""
+        import torch
+
+        small = max(len(self.classes), self.splits.ignore_index) < 256
+        self.partial_masks[sample_id] = mask.detach().to("cpu", torch.uint8 if small else torch.int32)
+
     def unlabelled_indices(self) -> list[int]:
         """Pool positions of the samples not in the ledger."""
         done = self.state.ledger

@@ -405,13 +405,17 @@ class RunDir:
 
     # -- partial masks (labels/) ------------------------------------------------
 
-    def write_mask(self, sample_id: str, mask: Any, *, who: str) -> str:
+    def write_mask(self, sample_id: str, mask: Any, *, who: str, round: int = -1) -> str:
         """Write an oracle's partial mask for ``sample_id`` as a PNG under ``labels/``
         (8-bit, or 16-bit for ids above 255); returns its name relative to the run
-        folder. File names are readable and distinct (a hash of the id is added).
+        folder. File names are readable and distinct (a hash of the id is added) and
+        carry the round that wrote them: a mask that grows in round R is a new file,
+        so the committed one stays until ``state.json`` names the new one (a kill
+        before the commit resumes with the committed labels); :meth:`commit` then
+        deletes the masks the ledger no longer names.
 
         :param mask: an integer tensor ``[H, W]``; :param who: names the oracle in
-            errors.
+            errors; :param round: the round labelling it (``-1``: the seed set).
         """
         import hashlib
         import io
@@ -422,7 +426,7 @@ class RunDir:
         folder = self.path / LABELS
         readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in sample_id)[:80]
         digest = hashlib.sha1(sample_id.encode()).hexdigest()[:10]
-        name = f"{readable}-{digest}.png"
+        name = f"{readable}-{digest}-{'seed' if round < 0 else f'r{round:03d}'}.png"
         values = mask.detach().cpu().numpy()
         if values.size and (values.min() < 0 or values.max() > 65535):
             raise SegalError(f"{who}: the mask for {sample_id!r} holds values outside 0..65535")
@@ -514,6 +518,18 @@ class RunDir:
             for old in self.path.glob("model-r*.safetensors"):
                 if old.name != state.checkpoint:
                     old.unlink(missing_ok=True)
+            self.drop_unnamed_masks(state)
+
+    def drop_unnamed_masks(self, state: RunState) -> None:
+        """Delete ``labels/`` masks the committed ledger does not name: those a grown
+        mask replaced, or those a killed round wrote before its commit."""
+        folder = self.path / LABELS
+        if not folder.is_dir():
+            return
+        named = {entry.mask_file for entry in state.ledger.values() if entry.mask_file}
+        for file in folder.glob("*.png"):
+            if f"{LABELS}/{file.name}" not in named:
+                file.unlink(missing_ok=True)
 
 
 def _os_error_code(message: str) -> int | None:

@@ -268,6 +268,11 @@ def test_api_out_errors_speak_python_and_if_exists(tmp_path: Path) -> None:
     before = snapshot(out)
     assert run_cycle(tiny_config(out, rounds=1), if_exists="resume") == first  # complete: nothing redone
     assert snapshot(out) == before
+    with pytest.raises(SegalError, match="options differ"):  # resume checks the settings given
+        run_cycle(tiny_config(out, rounds=1, strategy="random"), if_exists="resume")
+    with pytest.raises(SegalError, match="--strategy nope: unknown"):  # a typo costs nothing
+        run_cycle(tiny_config(out, rounds=1, strategy="nope"), if_exists="replace")
+    assert snapshot(out) == before
     again = run_cycle(tiny_config(out, rounds=1, seed=1), if_exists="replace")
     assert len(again) == 1 and json.loads((out / "config.json").read_text())["seed"] == 1
     with pytest.raises(SegalError, match="if_exists='overwrite'"):

@@ -221,7 +221,8 @@ def test_a_strategy_without_regions_and_bad_sizes_are_one_line(tmp_path: Path, c
     assert not any((tmp_path / n).exists() for n in "abcde")
 
 
-def test_region_run_killed_and_resumed_makes_the_same_queries(camvid_mini: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("at", ["score:1", "commit:1"])  # commit:1: after round 1 labelled, before state.json
+def test_region_run_killed_and_resumed_makes_the_same_queries(camvid_mini: Path, tmp_path: Path, at: str) -> None:
     args = [*REGION_ARGS, "--data-path", str(camvid_mini), "--strategy", "entropy", "--rounds", "3"]
     reference = tmp_path / "reference"
     assert run_main(["run", *args, "--out", str(reference)]) == 0
@@ -229,7 +230,7 @@ def test_region_run_killed_and_resumed_makes_the_same_queries(camvid_mini: Path,
                                {"segal_test_pause": "segal_test_pause"})
     out, mark = tmp_path / "killed", tmp_path / "killed.mark"
     proc = segal_process("run", *args, "--out", str(out), env={
-        "PYTHONPATH": str(plugin), "SEGAL_TEST_PAUSE_AT": "score:1", "SEGAL_TEST_MARK": str(mark)})
+        "PYTHONPATH": str(plugin), "SEGAL_TEST_PAUSE_AT": at, "SEGAL_TEST_MARK": str(mark)})
     deadline = time.monotonic() + 240
     while not mark.exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
@@ -243,6 +244,7 @@ def test_region_run_killed_and_resumed_makes_the_same_queries(camvid_mini: Path,
         assert [r[key] for r in mine] == [r[key] for r in theirs], key
     same = json.loads((out / "state.json").read_text())["ledger"]
     assert same == json.loads((reference / "state.json").read_text())["ledger"]
+    assert sorted(p.name for p in (out / "labels").iterdir()) == sorted(p.name for p in (reference / "labels").iterdir())
 
 
 class Halves(QueryUnit):

@@ -19,4 +19,5 @@ def segal_round_end(run: Run, record: dict[str, Any]) -> None:
     """Redraw the run's learning curve with the round just committed."""
     from segal_core.report import plot_runs
 
-    plot_runs([(run.config.strategy, run.history)], run.out / "curve.png", title=str(run.out.name))
+    x = "pixels" if run.regional else "images"  # region runs: the labelled pixel fraction
+    plot_runs([(run.config.strategy, run.history)], run.out / "curve.png", title=str(run.out.name), x=x)

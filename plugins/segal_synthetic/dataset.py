@@ -116,6 +116,10 @@ class Synthetic(Dataset):
         self._last = (index, pair)
         return pair
 
+    def image_size(self, index: int) -> tuple[int, int]:
+        """Every scene is ``size`` x ``size``: known without generating it."""
+        return self.options.size, self.options.size
+
     def image(self, index: int) -> torch.Tensor:
         return self.item(index)[0].clone()
 

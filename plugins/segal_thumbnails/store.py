@@ -68,7 +68,7 @@ def _label_of(run: Run, sample_id: str) -> torch.Tensor:
     """The labels the run holds for ``sample_id``: the oracle's partial mask, else the
     dataset's ground truth."""
     partial = run.partial_masks.get(sample_id)
-    return partial if partial is not None else run.pool.mask(run.pool.index_of(sample_id))
+    return partial.to(torch.int64) if partial is not None else run.pool.mask(run.pool.index_of(sample_id))
 
 
 def write_seed(run: Run) -> None:
