@@ -369,7 +369,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def run_main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status. User mistakes print one line, no traceback.
 
-    Exit status: 0 done, 2 a user mistake (:class:`SegalError`), 3 a plugin failed in a
+    Exit status: 0 done, 1 a write failed, 2 a user mistake (:class:`SegalError`), 3 a plugin failed in a
     hook, 130 interrupted by SIGINT, 143 by SIGTERM (both resumable).
     """
     args = list(sys.argv[1:] if argv is None else argv)
