@@ -145,12 +145,14 @@ def render_plot(
     x: str = "images",
 ) -> bytes:
     """The PNG that :func:`plot_runs` writes, as bytes."""
-    import matplotlib
+    # a Figure of its own (no pyplot, no matplotlib.use): a notebook's backend and its
+    # open figures are left alone, whatever calls this every round
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    fig = Figure(figsize=(6.4, 4.2), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     for label, history in runs:
         pts = _points(history, metric, x)
         if pts:
@@ -167,7 +169,6 @@ def render_plot(
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": PNG_SOFTWARE})
-    plt.close(fig)
     return buf.getvalue()
 
 
