@@ -35,13 +35,20 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 
-#: (name, --query-unit, --strategy): the curves the study compares.
+#: (name, --query-unit, --strategy, --strategy-opt pairs): the curves the study compares
+#: by default.
 ARMS = (
-    ("image-random", "image", "random"),
-    ("image-entropy", "image", "entropy"),
-    ("patch-random", "patch", "random"),
-    ("patch-entropy", "patch", "entropy"),
-    ("superpixel-entropy", "superpixel", "entropy"),
+    ("image-random", "image", "random", ()),
+    ("image-entropy", "image", "entropy", ()),
+    ("patch-random", "patch", "random", ()),
+    ("patch-entropy", "patch", "entropy", ()),
+    ("superpixel-entropy", "superpixel", "entropy", ()),
+)
+#: More arms, run with ``--arms`` (issue 18: stochastic batches and the core-set hybrid).
+EXTRA_ARMS = (
+    ("image-entropy-power", "image", "entropy", ("selection=power", "beta=1")),
+    ("patch-entropy-power", "patch", "entropy", ("selection=power", "beta=1")),
+    ("image-coreset-entropy", "image", "coreset", ("base=entropy",)),
 )
 
 
@@ -64,7 +71,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--jobs", type=int, default=2, help="runs at once (each with --threads)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--arms", default=",".join(name for name, _, _ in ARMS))
+    p.add_argument("--arms", default=",".join(name for name, *_ in ARMS),
+                   help=f"comma-separated; also: {', '.join(name for name, *_ in EXTRA_ARMS)}")
     p.add_argument("--quick", action="store_true", help="camvid-mini, a tiny encoder, 2 rounds: a smoke test")
     args = p.parse_args(argv)
     if args.quick:
@@ -94,13 +102,17 @@ def plan(args: argparse.Namespace) -> list[Job]:
     ]
     jobs = [Job("full", "full", 0, [*common, "--full", "--min-steps", str(args.steps * args.rounds),
                                     "--seed", "0", "--out", str(out / "full")])]
-    arms = {name: (unit, strategy) for name, unit, strategy in ARMS}
+    arms = {name: (unit, strategy, opts) for name, unit, strategy, opts in (*ARMS, *EXTRA_ARMS)}
     for seed in range(args.seeds):
         for name in args.arms.split(","):
-            unit, strategy = arms[name]
+            if name not in arms:
+                raise SystemExit(f"error: --arms {name}: unknown; known: {', '.join(arms)}")
+            unit, strategy, opts = arms[name]
             argv = [*common, "--min-steps", str(args.steps), "--strategy", strategy, "--query-unit", unit,
                     "--seed-ratio", str(args.seed_ratio), "--query-ratio", str(args.query_ratio),
                     "--rounds", str(args.rounds), "--seed", str(seed), "--out", str(out / f"{name}-s{seed}")]
+            for pair in opts:
+                argv += ["--strategy-opt", pair]
             if unit == "patch":
                 argv += ["--unit-opt", f"size={args.patch}"]
             if unit == "superpixel":

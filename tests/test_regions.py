@@ -279,3 +279,31 @@ def test_a_plugin_registers_its_own_unit_through_segal_register_units(camvid_min
     assert set(records[0]["queried_regions"]) <= {0, 1} and records[0]["queried"]
     ledger = json.loads((tmp_path / "r" / "state.json").read_text())["ledger"]
     assert all(e["pixels"] in (45 * 30, 45 * 60) for e in ledger.values())  # one or both halves
+
+
+def test_region_study_plans_equal_budgets_and_summarises() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("region_curves", Path(__file__).parents[1] / "benchmarks" / "region_curves.py")
+    assert spec and spec.loader
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    args = study.parse_args(["--out", "/tmp/x", "--seeds", "2", "--arms", "image-random,patch-entropy,image-coreset-entropy"])
+    jobs = study.plan(args)
+    assert [j.name for j in jobs] == ["full", "image-random-s0", "patch-entropy-s0", "image-coreset-entropy-s0",
+                                      "image-random-s1", "patch-entropy-s1", "image-coreset-entropy-s1"]
+    for job in jobs[1:]:  # every arm: the same pixel budgets and schedule
+        argv = " ".join(job.argv)
+        assert "--seed-ratio 0.02 --query-ratio 0.03 --rounds 7" in argv and "--min-steps 100" in argv
+    assert "--min-steps 700" in " ".join(jobs[0].argv)  # the full run: the same total steps
+    record = lambda x, y: {"labeled_pixel_fraction": x, "val_miou": y}  # noqa: E731
+    results = [
+        {"arm": "full", "records": [record(1.0, 0.5)]},
+        {"arm": "a", "records": [record(0.02, 0.2), record(0.05, 0.46)]},
+        {"arm": "a", "records": [record(0.02, 0.3), record(0.05, 0.44)]},
+    ]
+    summary = study.summarise(results)
+    arm = summary["arms"]["a"]
+    assert summary["target_90pct"] == pytest.approx(0.45)
+    assert arm["val_miou"] == [0.25, 0.45] and arm["reaches_90pct_at"] == pytest.approx(0.05)
+    assert arm["area"] == pytest.approx(0.35) and arm["seed_spread"] == pytest.approx(0.06)
