@@ -283,10 +283,13 @@ def test_a_plugin_registers_its_own_unit_through_segal_register_units(camvid_min
 
 def test_region_study_plans_equal_budgets_and_summarises() -> None:
     import importlib.util
+    import sys
 
-    spec = importlib.util.spec_from_file_location("region_curves", Path(__file__).parents[1] / "benchmarks" / "region_curves.py")
+    path = Path(__file__).parents[1] / "benchmarks" / "region_curves.py"
+    spec = importlib.util.spec_from_file_location("region_curves", path)
     assert spec and spec.loader
     study = importlib.util.module_from_spec(spec)
+    sys.modules["region_curves"] = study  # dataclasses look their module up there
     spec.loader.exec_module(study)
     args = study.parse_args(["--out", "/tmp/x", "--seeds", "2", "--arms", "image-random,patch-entropy,image-coreset-entropy"])
     jobs = study.plan(args)
