@@ -193,6 +193,18 @@ def _labelled(run: Run) -> dict[str, Any]:
     }
 
 
+def _context(run: Run, model: Model, round: int, bars: Progress) -> dict[str, Any]:
+    """What every scoring context holds: the model (when the strategy uses it), the
+    round's seeded generator, batch size, workers and the progress callback."""
+    return {
+        "model": model if run.strategy.uses_model else None,
+        "generator": torch.Generator().manual_seed(run.config.seed * 7919 + round + 1),
+        "batch_size": model.inference_batch_size(),
+        "num_workers": model.loader_workers(),
+        "progress": bars,
+    }
+
+
 def _query_regions(
     run: Run, round: int, budget: int, seconds: dict[str, float], bars: Progress
 ) -> tuple[list[str], list[float], list[int]]:
@@ -206,11 +218,7 @@ def _query_regions(
     labelled = {n: ledger[sid].regions or [] for n, sid in enumerate(view.ids) if sid in ledger}
     ctx = RegionContext(
         pool=view,
-        model=model if run.strategy.uses_model else None,
-        generator=torch.Generator().manual_seed(run.config.seed * 7919 + round + 1),
-        batch_size=model.inference_batch_size(),
-        num_workers=model.loader_workers(),
-        progress=bars,
+        **_context(run, model, round, bars),
         unit=run.unit,
         maps=RegionMaps(run.unit, view, run.maps.cache),
         budget=budget,
@@ -235,11 +243,7 @@ def _query(run: Run, round: int, k: int, seconds: dict[str, float], bars: Progre
     view = DatasetView(run.pool, run.unlabelled_indices())
     ctx = PoolContext(
         pool=view,
-        model=model if run.strategy.uses_model else None,
-        generator=torch.Generator().manual_seed(run.config.seed * 7919 + round + 1),
-        batch_size=model.inference_batch_size(),
-        num_workers=model.loader_workers(),
-        progress=bars,
+        **_context(run, model, round, bars),
         query_size=k,
         **_labelled(run),
     )
