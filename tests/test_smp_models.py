@@ -25,7 +25,8 @@ SMP_KEYS = {f.name for f in dataclasses.fields(SmpOptions)}
 
 
 def config(**kw: object) -> ModelConfig:
-    options: dict[str, object] = {"encoder": TINY_CNN, "batch_size": 2}
+    # one epoch means one epoch here (the run's schedule of --min-steps is not under test)
+    options: dict[str, object] = {"encoder": TINY_CNN, "batch_size": 2, "min_steps": 0, "steps_per_image": 0.0}
     base: dict[str, object] = dict(num_classes=3, device="cpu")
     options.update(kw.pop("options", {}))  # type: ignore[call-overload]
     for key, value in kw.items():
