@@ -336,25 +336,9 @@ class UncertaintyStrategy(Strategy):
         """Per-pixel scores reduced per region (``reduction``, over the region's
         pixels) on the model's device, streamed into a selection worth
         ``ctx.budget`` pixels by :attr:`selection`; labelled regions are skipped."""
-        from .regions import score_regions
-
         if ctx.model is None or ctx.maps is None:
             raise SegalError(f"strategy {self.name!r} needs a trained model and region maps")
-        return score_regions(
-            ctx.model,
-            ctx.pool,
-            ctx.maps,
-            self.pixel_scores,
-            budget=ctx.budget,
-            labelled=ctx.labelled,
-            reduction=self.reduction,
-            q=self.q,
-            batch_size=ctx.batch_size,
-            num_workers=ctx.num_workers,
-            progress=ctx.progress,
-            selection=self.selection,
-            seed=round_seed(ctx.generator) if self.selection.stochastic else 0,
-        )
+        return _stream_regions(self, ctx, ctx.model, self.pixel_scores)
 
 
 class MonteCarloStrategy(Strategy):
@@ -429,25 +413,37 @@ class MonteCarloStrategy(Strategy):
     def score_regions(self, ctx: RegionContext) -> list[RegionPick]:
         """Per-pixel scores of the passes reduced per region, streamed into a
         selection worth ``ctx.budget`` pixels (see :meth:`UncertaintyStrategy.score_regions`)."""
-        from .regions import score_regions
-
         model = self._model(ctx)
         if ctx.maps is None:
             raise SegalError(f"strategy {self.name!r} needs region maps")
-        pixels = self._pixels(model, round_seed(ctx.generator))
-        return score_regions(
-            model,
-            ctx.pool,
-            ctx.maps,
-            None,
-            batch_pixels=pixels,
-            budget=ctx.budget,
-            labelled=ctx.labelled,
-            reduction=self.reduction,
-            q=self.q,
-            batch_size=ctx.batch_size,
-            num_workers=ctx.num_workers,
-            progress=ctx.progress,
-            selection=self.selection,
-            seed=round_seed(ctx.generator) if self.selection.stochastic else 0,
-        )
+        return _stream_regions(self, ctx, model, None, batch_pixels=self._pixels(model, round_seed(ctx.generator)))
+
+
+def _stream_regions(
+    strategy: UncertaintyStrategy | MonteCarloStrategy,
+    ctx: RegionContext,
+    model: Model,
+    pixel_scores: Callable[[torch.Tensor], torch.Tensor] | None,
+    **extra: Any,
+) -> list[RegionPick]:
+    """:func:`segal_core.regions.score_regions` with what every region-scoring
+    strategy passes: its reduction, its selection and the round's seed."""
+    from .regions import score_regions
+
+    assert ctx.maps is not None
+    return score_regions(
+        model,
+        ctx.pool,
+        ctx.maps,
+        pixel_scores,
+        budget=ctx.budget,
+        labelled=ctx.labelled,
+        reduction=strategy.reduction,
+        q=strategy.q,
+        batch_size=ctx.batch_size,
+        num_workers=ctx.num_workers,
+        progress=ctx.progress,
+        selection=strategy.selection,
+        seed=round_seed(ctx.generator) if strategy.selection.stochastic else 0,
+        **extra,
+    )
