@@ -30,7 +30,7 @@ from .dataset import Dataset
 from .errors import ContractError, SegalError
 from .model import Model, Progress
 from .rundir import atomic_write
-from .scoring import _size_groups, pad_collate
+from .scoring import _checked_logits, _size_groups, pad_collate
 from .selection import TOPK, Selection, ranking, selection_keys
 from .units import QueryUnit
 
@@ -317,12 +317,7 @@ def score_regions(
                     pixels = batch_pixels(group, picked + done)
                 else:
                     assert pixel_scores is not None
-                    logits = model.logits(group)
-                    if logits.dim() != 4 or logits.shape[0] != group.shape[0] or logits.shape[-2:] != group.shape[-2:]:
-                        raise ContractError(
-                            f"{type(model).__name__}.logits returned shape {tuple(logits.shape)} for images "
-                            f"{tuple(group.shape)}; expected [B, C, H, W] of the same B, H, W"
-                        )
+                    logits = _checked_logits(model, group)
                     pixels = pixel_scores(logits.float())
                     del logits
                 scores, areas = reduce_regions(pixels, group_regions, reduction, q)
