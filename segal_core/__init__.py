@@ -33,6 +33,12 @@ _EXPORTS = {
     "TrainResult": "model",
     "Annotation": "oracle",
     "Oracle": "oracle",
+    "Query": "oracle",
+    "Handoff": "oracle",
+    "Collected": "oracle",
+    "WaitingOracle": "oracle",
+    "LabelsPending": "errors",
+    "WAITING_EXIT": "errors",
     "DISABLE_ENV": "plugins",
     "ENTRY_POINT_GROUP": "plugins",
     "PluginError": "plugins",
@@ -68,7 +74,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .cycle import resume_run, run_cycle
     from .dataset import DEFAULT_IGNORE_INDEX, DataConfig, Dataset, DatasetView, Splits
     from .model import EvalResult, Model, ModelConfig, TrainResult
-    from .oracle import Annotation, Oracle
+    from .errors import WAITING_EXIT, LabelsPending
+    from .oracle import Annotation, Collected, Handoff, Oracle, Query, WaitingOracle
     from .plugins import DISABLE_ENV, ENTRY_POINT_GROUP, PluginError, PluginInfo, Plugins, load_plugins, registry
     from .registration import Registry
     from .run import Run

@@ -83,6 +83,13 @@ class Dataset(abc.ABC):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.image(index), self.mask(index)
 
+    def has_mask(self, index: int) -> bool:
+        """Whether item ``index`` has a ground-truth mask. A pool (the train split)
+        may hold frames without one (the real case: few or none are labelled); those
+        with a mask form the seed set and the rest are labelled by a waiting oracle.
+        Val and test items always have one. The default: every item has one."""
+        return True
+
     def image_size(self, index: int) -> tuple[int, int]:
         """``(height, width)`` of item ``index``. The default decodes the image; a
         dataset that knows sizes cheaply (from file headers) overrides it. Region
@@ -162,6 +169,9 @@ class DatasetView(Dataset):
             return override.to(torch.int64)  # kept compact (uint8) by the cycle
         return self.base.mask(self.indices[index])
 
+    def has_mask(self, index: int) -> bool:
+        return self.ids[index] in self._masks or self.base.has_mask(self.indices[index])
+
 
 class CachedDataset(Dataset):
     """``base`` decoded once into memory (``--cache``): images as uint8, masks as uint8
@@ -175,13 +185,16 @@ class CachedDataset(Dataset):
         self.ids = list(base.ids)
         small = max(len(base.classes), base.ignore_index) < 256
         self._images: list[torch.Tensor] = []
-        self._masks: list[torch.Tensor] = []
+        self._masks: list[torch.Tensor | None] = []
         for i in range(len(base)):
             image = base.image(i)
             if image.is_floating_point():
                 image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
-            mask = base.mask(i)
             self._images.append(image.contiguous())
+            if not base.has_mask(i):  # a pool frame nobody labelled yet
+                self._masks.append(None)
+                continue
+            mask = base.mask(i)
             self._masks.append(mask.to(torch.uint8) if small else mask.to(torch.int64))
 
     @classmethod
@@ -196,4 +209,10 @@ class CachedDataset(Dataset):
         return int(height), int(width)
 
     def mask(self, index: int) -> torch.Tensor:
-        return self._masks[index].to(torch.int64)
+        mask = self._masks[index]
+        if mask is None:
+            return self.base.mask(index)  # the base dataset's own error for a frame without one
+        return mask.to(torch.int64)
+
+    def has_mask(self, index: int) -> bool:
+        return self._masks[index] is not None
