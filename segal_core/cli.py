@@ -98,13 +98,15 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--out",), "out", {"help": "New run folder (default runs/DATASET-STRATEGY-sSEED-TIME)."}),
     (("--resume",), "resume", {"help": "Continue the run in this folder from its last completed round."}),
     (("--no-progress",), "no_progress", {"is_flag": True, "help": "No progress bars."}),
+    (("--nproc-per-node",), "nproc_per_node", {"type": int, "help": "Run on N processes of this machine "
+                                               "(torch's launcher; see docs/distributed.md)."}),
 ]
 
 # CLI dest -> RunConfig field where they differ.
 _FIELD = {"dataset_opt": "dataset_options", "model_opt": "model_options",
           "strategy_opt": "strategy_options", "oracle_opt": "oracle_options", "unit_opt": "unit_options"}
 # CLI dests that are not RunConfig fields.
-_NOT_FIELDS = ("resume", "no_progress", "config_file")
+_NOT_FIELDS = ("resume", "no_progress", "config_file", "nproc_per_node")
 
 
 def _given(ctx: click.Context, name: str) -> bool:
@@ -182,6 +184,7 @@ def _make_run_command(plugins: Plugins) -> click.Command:
     def callback(**params: Any) -> None:
         from .cycle import resume_run, run_cycle
 
+        echo = click.echo if _rank() == 0 else _silent  # under torchrun rank 0 speaks
         ctx = click.get_current_context()
         plugin_given = _plugin_values(ctx, plugin_options, params, only_given=True)
         plugin_all = _plugin_values(ctx, plugin_options, params, only_given=False)
@@ -198,7 +201,7 @@ def _make_run_command(plugins: Plugins) -> click.Command:
                 )
             if "out" in command_line:
                 raise SegalError(f"--out with --resume {params['resume']}: a resumed run stays in its folder; drop --out")
-            history = resume_run(params["resume"], command_line, plugins=plugins, echo=click.echo)
+            history = resume_run(params["resume"], command_line, plugins=plugins, echo=echo)
         else:
             defaults = _config_values(params, set(params) - given)
             defaults["plugin_options"] = plugin_all.get("plugin_options", {})
@@ -206,10 +209,10 @@ def _make_run_command(plugins: Plugins) -> click.Command:
             values = _merge(_merge(defaults, from_file), command_line)
             values["blocked"] = list(plugins.blocked)
             config = RunConfig(**values)
-            if config.out:
+            if config.out and _rank() == 0:
                 RunDir.check_new(Path(config.out))  # in the command line's words
-            history = run_cycle(config, plugins=plugins, echo=click.echo)
-        click.echo(curve_table(history))
+            history = run_cycle(config, plugins=plugins, echo=echo)
+        echo(curve_table(history))
 
     params: list[click.Parameter] = [click.Option([*names, dest], **kw) for names, dest, kw in RUN_OPTIONS]
     params.extend(plugin_options)
@@ -220,6 +223,20 @@ def _make_run_command(plugins: Plugins) -> click.Command:
         help="Simulate pool-based active learning. With no options: the embedded synthetic "
         "dataset, offline, on the CPU, in a few minutes.",
     )
+
+
+def _rank() -> int:
+    """This process's rank under torchrun (0 alone)."""
+    import os
+
+    try:
+        return int(os.environ.get("RANK", "0") or 0)
+    except ValueError:
+        return 0
+
+
+def _silent(_: str) -> None:
+    pass
 
 
 def curve_table(history: Sequence[dict[str, Any]]) -> str:
@@ -308,7 +325,8 @@ def build_cli(plugins: Plugins) -> click.Group:
     @click.version_option(package_name="segal", prog_name="segal")
     def cli(plugin_flags: tuple[str, ...], verbose: int, quiet: int) -> None:
         """SegAL: active learning for semantic segmentation."""
-        configure_logging(verbose - quiet)
+        level = verbose - quiet
+        configure_logging(level if _rank() == 0 else min(level, -1))  # torchrun: rank 0 speaks
 
     cli.add_command(_make_run_command(plugins))
     cli.add_command(_make_plugins_command(plugins))
@@ -399,12 +417,39 @@ def one_line(exc: SegalError) -> str:
 
 
 def _run(args: list[str]) -> int:
+    rank = _rank()
+    try:
+        from .launch import launch, split_nproc
+
+        nproc, rest = split_nproc(args)
+        if nproc is not None:
+            return launch(nproc, rest)
+    except SegalError as exc:
+        click.echo(f"error: {one_line(exc)}", err=True)
+        return exc.exit_code
+    try:
+        return _run_command(args, rank)
+    except Exception as exc:
+        from .distributed import is_peer_failure
+
+        if not is_peer_failure(exc):
+            raise
+        if rank == 0:
+            click.echo(
+                f"error: another process of the run stopped ({one_line(SegalError(str(exc)))}); the run folder "
+                "holds every completed round: continue with segal run --resume", err=True,
+            )
+        return 1
+
+
+def _run_command(args: list[str], rank: int) -> int:
     try:
         plugins = load_plugins(blocked=blocked_from_argv(args))
         cli = build_cli(plugins)
         cli.main(args=args, prog_name="segal", standalone_mode=False)
     except SegalError as exc:
-        click.echo(f"error: {one_line(exc)}", err=True)
+        if rank == 0:  # under torchrun rank 0 says it (another rank's mistake included)
+            click.echo(f"error: {one_line(exc)}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -423,7 +468,9 @@ def _run(args: list[str]) -> int:
         terminated = isinstance(cause, Terminated)
         run_dir = getattr(cause, "run_dir", None)
         what = "terminated" if terminated else "interrupted"
-        if run_dir is not None:
+        if rank != 0:
+            pass
+        elif run_dir is not None:
             click.echo(
                 f"{what}: {run_dir} holds every completed round; continue with: segal run --resume {run_dir}",
                 err=True,

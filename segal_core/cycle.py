@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import OPTION_MAPS, RunConfig
+from .distributed import World, agree, check_same_settings, joined, writer_lock
 from .errors import SegalError
-from .lock import FolderLock
 from .plugins import Plugins, load_plugins
 from .prepare import check_settings, default_out, prepare_run
 from .progress import Bars
 from .rounds import one_round, seed_ledger, summary_line
 from .run import Echo, Run, _quiet
 from .rundir import RunDir, RunState
+from .shadow import ShadowRunDir, read_snapshot
 
 __all__ = ["default_out", "prepare_run", "resume_run", "run_cycle", "summary_line"]
 
@@ -33,7 +34,7 @@ IfExists = Literal["error", "resume", "replace"]
 
 
 def _loop(run: Run) -> list[dict[str, Any]]:
-    bars = Bars(enabled=run.config.progress)
+    bars = Bars(enabled=run.config.progress and run.world.is_writer)
     try:
         if run.state.completed_rounds == 0 and not run.state.ledger:
             seed_ledger(run)
@@ -41,8 +42,10 @@ def _loop(run: Run) -> list[dict[str, Any]]:
         while not run.state.finished:
             round = run.state.completed_rounds
             record = one_round(run, round, bars)
-            assert run.model is not None
-            checkpoint = run.rundir.save_checkpoint(run.model, round)
+            model = run.model
+            assert model is not None
+            # rank 0 alone writes; the other ranks wait for it (a failure stops them all)
+            checkpoint = run.world.on_writer(lambda: run.rundir.save_checkpoint(model, round))
             run.history.append(record)
             run.state = RunState(
                 completed_rounds=round + 1,
@@ -50,7 +53,7 @@ def _loop(run: Run) -> list[dict[str, Any]]:
                 checkpoint=checkpoint,
                 finished=not record["queried"],
             )
-            run.rundir.commit(run.state, run.history)
+            run.world.on_writer(lambda: run.rundir.commit(run.state, run.history))
             run.echo(summary_line(record))
             run.call("segal_round_end", record=record)
         run.call("segal_run_end", history=run.history)
@@ -68,9 +71,13 @@ def run_cycle(
     plugins: Plugins | None = None,
     echo: Echo = _quiet,
     if_exists: IfExists = "error",
+    world: World | None = None,
 ) -> list[dict[str, Any]]:
     """Run the whole cycle into ``config.out`` and return the history: one record
     per round, as in ``history.jsonl``.
+
+    :param world: the processes of the run; ``None``: joined from torchrun's
+        environment (one process without it), left at the end.
 
     :param if_exists: what to do when ``config.out`` is a run folder already:
         ``"error"`` (refuse, the default), ``"resume"`` (continue it, as
@@ -79,22 +86,27 @@ def run_cycle(
     """
     if if_exists not in ("error", "resume", "replace"):
         raise SegalError(f"if_exists={if_exists!r}: expected 'error', 'resume' or 'replace'")
+    if world is None:
+        with joined() as world:
+            return run_cycle(config, plugins=plugins, echo=echo, if_exists=if_exists, world=world)
+    check_same_settings(world, config.to_json())
     out = Path(config.out) if config.out else None
-    if out is not None and if_exists == "resume" and RunDir.is_run(out):
+    if out is not None and if_exists == "resume" and world.broadcast(RunDir.is_run(out)):
         # the settings given must be the run's own (as resume_run checks them)
         given = {k: v for k, v in config.to_json().items() if k not in ("out", "blocked")}
-        return resume_run(out, given, plugins=plugins, echo=echo)
-    out = out or default_out(config)
-    with FolderLock(out, what="a run"):  # one writer per run folder (segal_core.lock)
-        if if_exists == "replace" and RunDir.is_run(out):
+        return resume_run(out, given, plugins=plugins, echo=echo, world=world)
+    out = world.broadcast(out or default_out(config))  # one folder, named by rank 0
+    with writer_lock(world, out, what="a run"):  # one writer per run folder (segal_core.lock)
+        if if_exists == "replace" and world.is_writer and RunDir.is_run(out):
             plugins = plugins or load_plugins(blocked=config.blocked)
             check_settings(config, plugins)  # a typo must not cost the old run
             RunDir(out).clear()
-        return _start(replace(config, out=str(out)), plugins=plugins, echo=echo)
+        world.barrier()
+        return _start(replace(config, out=str(out)), plugins=plugins, echo=echo, world=world)
 
 
-def _start(config: RunConfig, *, plugins: Plugins | None, echo: Echo) -> list[dict[str, Any]]:
-    run = prepare_run(config, plugins=plugins, echo=echo)
+def _start(config: RunConfig, *, plugins: Plugins | None, echo: Echo, world: World) -> list[dict[str, Any]]:
+    run = agree(world, lambda: prepare_run(config, plugins=plugins, echo=echo, world=world))
     assert run.model is not None
     log.info(
         f"run {run.out}: {config.dataset} pool {len(run.pool)}, strategy {config.strategy}, "
@@ -109,22 +121,36 @@ def resume_run(
     *,
     plugins: Plugins | None = None,
     echo: Echo = _quiet,
+    world: World | None = None,
 ) -> list[dict[str, Any]]:
     """Continue the run in ``out`` from its last completed round.
 
     ``overrides`` are settings given again (``RunConfig`` field names); any that
     differs from the run's own (other than output, thread and worker settings) is an
-    error naming it. Option maps given again add to the run's own.
+    error naming it. Option maps given again add to the run's own. A run may resume
+    on another number of processes than it started on (``world``, as for
+    :func:`run_cycle`).
     """
-    RunDir.open_existing(Path(out))  # a run folder, before the lock file is made in it
-    with FolderLock(Path(out), what="a resumed run", create=False):  # one writer (segal_core.lock)
-        return _resume(out, overrides, plugins=plugins, echo=echo)
+    if world is None:
+        with joined() as world:
+            return resume_run(out, overrides, plugins=plugins, echo=echo, world=world)
+    check_same_settings(world, overrides or {})
+    # a run folder, before the lock file is made in it (rank 0 reads it; the others wait)
+    world.on_writer(lambda: (RunDir.open_existing(Path(out)), None)[1])
+    with writer_lock(world, Path(out), what="a resumed run", create=False):  # one writer (segal_core.lock)
+        return _resume(out, overrides, plugins=plugins, echo=echo, world=world)
 
 
 def _resume(
-    out: Path | str, overrides: dict[str, Any] | None, *, plugins: Plugins | None, echo: Echo
+    out: Path | str, overrides: dict[str, Any] | None, *, plugins: Plugins | None, echo: Echo, world: World
 ) -> list[dict[str, Any]]:
-    rundir = RunDir.open_existing(Path(out))
+    rundir: RunDir
+    if world.is_writer:
+        rundir = RunDir.open_existing(Path(out))
+    if world.distributed:  # the other ranks get what rank 0 read (no shared folder needed)
+        snapshot = world.on_writer(lambda: read_snapshot(rundir))
+        if not world.is_writer:
+            rundir = ShadowRunDir(Path(out), *snapshot)
     saved = RunConfig.from_json(rundir.config())
     if overrides:
         merged = dict(overrides)
@@ -138,7 +164,7 @@ def _resume(
             raise SegalError(f"--resume {out}: options differ from the run's config.json: {shown}; drop them to resume")
         saved = wanted
     saved = replace(saved, out=str(out))
-    run = prepare_run(saved, plugins=plugins, echo=echo, existing=rundir)
+    run = agree(world, lambda: prepare_run(saved, plugins=plugins, echo=echo, existing=rundir, world=world))
     if run.state.finished:
         log.info(f"run {out} is already complete ({run.state.completed_rounds} rounds)")
         return run.history

@@ -44,6 +44,15 @@ class ModelConfig:
     :param augmentation: a training augmentation returned by a
         ``segal_train_augmentation`` hook, or ``None`` (the model's own); what it must
         be is up to the model plugin (an albumentations transform for the smp models).
+    :param rank: this process's global rank under ``torchrun`` (0 alone).
+    :param world_size: processes training together (1 alone). Above 1 the core has
+        joined the ``torch.distributed`` process group before building the model
+        (gloo on the CPU, NCCL on CUDA); a model that supports it trains with
+        DistributedDataParallel, each rank on its share of every epoch, and evaluates
+        its share of a split with the metric reduced across ranks, so that ``fit``
+        and ``evaluate`` return the same on every rank. ``device`` is then already
+        this rank's own (``cuda:LOCAL_RANK``).
+    :param local_rank: rank on this machine (the CUDA device index it uses).
     """
 
     num_classes: int
@@ -53,6 +62,9 @@ class ModelConfig:
     seed: int = 0
     options: Mapping[str, object] = field(default_factory=dict)
     augmentation: object | None = None
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Any
 from . import __version__
 from .config import RunConfig
 from .dataset import CachedDataset, DataConfig, Dataset, Splits
+from .distributed import SINGLE, World
 from .errors import SegalError
 from .limits import check_cache_fits
 from .model import ModelConfig
@@ -24,6 +25,7 @@ from .plugins import Plugins, load_plugins
 from .regions import RegionMaps, pixel_budget
 from .run import Echo, Run, _quiet
 from .rundir import FORMAT_VERSION, RunDir, RunState
+from .shadow import ShadowRunDir
 from .strategy import RegionContext, Strategy
 from .units import QueryUnit
 
@@ -101,9 +103,10 @@ def run_sizes(config: RunConfig, pool_size: int) -> tuple[int, int]:
     return min(seed, pool_size), query  # a seed set of the whole pool: one round
 
 
-def _apply_threads(config: RunConfig) -> int:
+def _apply_threads(config: RunConfig, world: World = SINGLE) -> int:
     """Give this process its CPU thread budget (``--threads``, ``$SEGAL_THREADS``,
-    else the usable cores); returns the DataLoader workers counted in it."""
+    else the usable cores, shared by the processes of the run on this machine);
+    returns the DataLoader workers counted in it."""
     import os
 
     import torch
@@ -114,7 +117,8 @@ def _apply_threads(config: RunConfig) -> int:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     budget = plan_threads(
-        config.threads, device_type=device.split(":")[0], env=os.environ, cpus=usable_cpus(),
+        config.threads, device_type=device.split(":")[0], env=os.environ,
+        cpus=max(1, usable_cpus() // world.local_world_size),
         workers=config.num_workers,
     )
     budget = apply_threads(budget)
@@ -147,22 +151,29 @@ def prepare_run(
     plugins: Plugins | None = None,
     echo: Echo = _quiet,
     existing: RunDir | None = None,
+    world: World = SINGLE,
 ) -> Run:
     """Validate everything a user can get wrong, cheaply and before any training:
     names, options, ratios, data, device, weights, the output folder. A new run's
-    folder is created; an ``existing`` one is read back and checked."""
+    folder is created; an ``existing`` one is read back and checked. Under
+    ``torchrun`` (``world``) only rank 0 touches the folder."""
     plugins = plugins or load_plugins(blocked=config.blocked)
     settings = check_settings(config, plugins)
     dataset_cls, model_cls, strategy, oracle, unit = settings
 
     out = Path(config.out) if config.out else default_out(config)
-    if existing is None:
+    if existing is None and world.is_writer:
         RunDir.check_new(out, flag="out=")
-    workers = _apply_threads(config)
+    workers = _apply_threads(config, world)
 
     splits = _load_splits(config, dataset_cls)
     for notice in splits.notices:
         log.info(f"notice: {notice}")
+    if world.world_size > len(splits.train):
+        raise SegalError(
+            f"--nproc-per-node: {world.world_size} processes for a pool of {len(splits.train)} images; "
+            f"start at most {len(splits.train)} (each process scores a share of the pool)"
+        )
     areas = [h * w for h, w in (splits.train.image_size(i) for i in range(len(splits.train)))]
     if unit.whole_image:
         seed_size, query_size = run_sizes(config, len(splits.train))
@@ -173,16 +184,19 @@ def prepare_run(
     model_config = ModelConfig(
         num_classes=len(splits.classes),
         ignore_index=splits.ignore_index,
-        device=config.device,
+        device=world.device(config.device),
         num_workers=workers,
         seed=config.seed,
         options=dict(config.model_options),
         augmentation=plugins.call("segal_train_augmentation", config=config, splits=splits),
+        rank=world.rank,
+        world_size=world.world_size,
+        local_rank=world.local_rank,
     )
     model = model_cls(model_config)  # device, encoder and weights fail here, up front
     strategy.check_model(model)  # a capability the strategy needs (embeddings, MC dropout)
 
-    rundir = existing or RunDir(out)
+    rundir = existing or (RunDir(out) if world.is_writer else ShadowRunDir(out))
     run = Run(
         config=replace(config, out=str(out)),
         out=out,
@@ -199,8 +213,9 @@ def prepare_run(
         query_size=query_size,
         echo=echo,
         unit=unit,
-        maps=RegionMaps(unit, splits.train, out / "regions" / _cache_name(unit)),
+        maps=RegionMaps(unit, splits.train, out / "regions" / _cache_name(unit), write=world.is_writer),
         pool_areas=areas,
+        world=world,
     )
     if existing is None:
         rundir.create(
@@ -220,6 +235,7 @@ def prepare_run(
                     "model_class": f"{model_cls.__module__}.{model_cls.__qualname__}",
                     "strategy_class": f"{type(strategy).__module__}.{type(strategy).__qualname__}",
                     "device": str(model.device),
+                    "world_size": world.world_size,
                 },
                 "versions": _versions(),
                 "format": FORMAT_VERSION,

@@ -54,13 +54,17 @@ BatchPixels = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class RegionPick:
-    """One selected region: the pool item (its position in the scored view), the
-    region id, its pixel count and its score."""
+    """One selected region: the pool item (its position in the scored view, counted
+    from ``PoolContext.offset``), the region id, its pixel count and its score;
+    ``tier`` and ``key`` rank it (:func:`segal_core.selection.selection_keys`), so
+    shards' selections merge into exactly the one-process selection."""
 
     index: int
     region: int
     pixels: int
     score: float
+    tier: int = 0
+    key: float | None = None
 
 
 class RegionMaps:
@@ -71,10 +75,13 @@ class RegionMaps:
     once per image, reused across rounds and resumes, never all held in memory.
     """
 
-    def __init__(self, unit: QueryUnit, data: Dataset, cache: Path | None = None) -> None:
+    def __init__(self, unit: QueryUnit, data: Dataset, cache: Path | None = None, *, write: bool = True) -> None:
         self.unit = unit
         self.data = data
         self.cache = cache if unit.cacheable else None
+        #: ``False``: read cached maps but never write one (ranks other than 0 under
+        #: ``torchrun`` do not write the run folder).
+        self.write = write
 
     def _file(self, sample_id: str) -> Path:
         assert self.cache is not None
@@ -92,7 +99,7 @@ class RegionMaps:
             image = self.data.image(index)
         regions = self.unit.regions(image)
         _check_map(regions, image, self.unit, sample_id, cached=self.cache is not None)
-        if self.cache is not None:
+        if self.cache is not None and self.write:
             self.cache.mkdir(parents=True, exist_ok=True)
             atomic_write(self._file(sample_id), _png16(regions))
         return regions
@@ -238,8 +245,11 @@ class RunningSelection:
 
     def picks(self) -> list[RegionPick]:
         """The selection, best first (only here does it come to the host)."""
-        rows = zip(self.items.tolist(), self.regions.tolist(), self.pixels.tolist(), self.scores.tolist())
-        return [RegionPick(int(i), int(r), int(p), float(s)) for i, r, p, s in rows]
+        rows = zip(
+            self.items.tolist(), self.regions.tolist(), self.pixels.tolist(), self.scores.tolist(),
+            self.tiers.tolist(), self.keys.tolist(),
+        )
+        return [RegionPick(int(i), int(r), int(p), float(s), int(t), float(k)) for i, r, p, s, t, k in rows]
 
 
 # -- scoring the pool's regions -------------------------------------------------------------
@@ -282,6 +292,7 @@ def score_regions(
     selection: Selection = TOPK,
     seed: int = 0,
     batch_pixels: BatchPixels | None = None,
+    start: int = 0,
 ) -> list[RegionPick]:
     """Stream ``pool`` through ``model`` and select the best regions worth ``budget``
     pixels by ``selection`` (stochastic rules seeded by ``seed``); ``labelled`` maps a
@@ -289,7 +300,8 @@ def score_regions(
 
     Per-pixel scores come from ``pixel_scores(model.logits(images))``, or from
     ``batch_pixels(images, positions)`` when given (then ``pixel_scores`` may be
-    ``None``)."""
+    ``None``). Items are keyed (and :attr:`RegionPick.index` counted) from ``start``:
+    a shard's position in the whole pool; ``labelled`` is keyed by ``pool`` position."""
     if pixel_scores is None and batch_pixels is None:
         raise ValueError("score_regions needs pixel_scores or batch_pixels")
     device = model.device
@@ -314,14 +326,14 @@ def score_regions(
                 group = group[..., :height, :width]
                 group_regions = (regions if rows is None else regions[rows.to(device)])[..., :height, :width]
                 if batch_pixels is not None:
-                    pixels = batch_pixels(group, picked + done)
+                    pixels = batch_pixels(group, picked + done + start)
                 else:
                     assert pixel_scores is not None
                     logits = _checked_logits(model, group)
                     pixels = pixel_scores(logits.float())
                     del logits
                 scores, areas = reduce_regions(pixels, group_regions, reduction, q)
-                items = (picked + done).to(device)
+                items = (picked + done + start).to(device)
                 _offer(chosen, scores, areas, items, labelled, done, picked)
                 del pixels
             done += count

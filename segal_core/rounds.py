@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from . import sharding
 from .dataset import DatasetView
 from .errors import ContractError, SegalError
 from .regions import RegionMaps
@@ -22,6 +23,7 @@ from .model import EvalResult, Model, Progress, TrainResult
 from .oracle import Annotation
 from .run import Run
 from .rundir import LedgerEntry
+from .sharding import on_writer_labels
 from .strategy import PoolContext, RegionContext
 
 __all__ = ["label", "label_regions", "next_query_size", "one_round", "seed_ledger", "summary_line"]
@@ -64,6 +66,9 @@ def label(run: Run, round: int, ids: Sequence[str]) -> list[Annotation]:
             run.keep_mask(ann.sample_id, ann.mask)
         run.state.ledger[ann.sample_id] = LedgerEntry(round=round, pixels=int(ann.labeled_pixels), mask_file=mask_file)
     return annotations
+
+
+label = on_writer_labels(label)  # under torchrun rank 0 labels; the others get the ledger
 
 
 def seed_ledger(run: Run) -> None:
@@ -128,6 +133,9 @@ def label_regions(run: Run, round: int, picks: Sequence[tuple[str, int]]) -> lis
     return annotations
 
 
+label_regions = on_writer_labels(label_regions)
+
+
 def next_query_size(run: Run, round: int) -> int:
     """How many samples (pixels, with a region unit) this round queries; 0: the
     last round."""
@@ -155,7 +163,8 @@ def _round_model(run: Run, round: int) -> Model:
         model = run.model  # built (and seeded with config.seed) by prepare_run
     else:
         model = run.model_cls(replace(run.model_config, seed=run.config.seed + 1000 * round))
-    if run.config.retrain == "finetune" and run.state.checkpoint:
+    if run.config.retrain == "finetune" and run.state.checkpoint and run.world.is_writer:
+        # under torchrun rank 0 loads; DistributedDataParallel hands its weights to the others
         model.load(run.out / run.state.checkpoint)
     return model
 
@@ -314,12 +323,14 @@ def one_round(run: Run, round: int, bars: Progress) -> dict[str, Any]:
     labelled_area = run.labelled_area()
     k = next_query_size(run, round)
     regions: list[int] = []
+    query, query_regions = (sharding.query_images, sharding.query_regions) if run.world.distributed else (
+        _query, _query_regions)
     if k <= 0:
         queried, scores = [], []
     elif run.regional:
-        queried, scores, regions = _query_regions(run, round, k, seconds, bars)
+        queried, scores, regions = query_regions(run, round, k, seconds, bars)
     else:
-        queried, scores = _query(run, round, k, seconds, bars)
+        queried, scores = query(run, round, k, seconds, bars)
     seconds["total"] = time.perf_counter() - started
     pool_size = len(run.pool)
     extra = {"queried_regions": regions} if run.regional else {}
@@ -342,6 +353,7 @@ def one_round(run: Run, round: int, bars: Progress) -> dict[str, Any]:
         "query_scores": [_finite(s) for s in scores],
         **extra,
         "seconds": {phase: float(f"{spent:.4f}") for phase, spent in seconds.items()},
+        "world_size": run.world.world_size,
     }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import RunConfig
+from .distributed import SINGLE, World
 
 if TYPE_CHECKING:
     import torch
@@ -21,7 +22,14 @@ if TYPE_CHECKING:
     from .strategy import Strategy
     from .units import QueryUnit
 
-__all__ = ["Echo", "Run"]
+__all__ = ["WRITER_HOOKS", "Echo", "Run"]
+
+#: Lifecycle hooks called on rank 0 only under ``torchrun`` (they report or write
+#: files); ``segal_phase`` wraps every rank's work and runs on every rank.
+WRITER_HOOKS = frozenset({
+    "segal_run_start", "segal_run_end", "segal_round_start", "segal_round_end", "segal_after_train",
+    "segal_after_scoring", "segal_select", "segal_after_query", "segal_after_label",
+})
 
 #: Where the cycle prints its one line per round (``print``, ``click.echo``, ...).
 Echo = Callable[[str], None]
@@ -42,6 +50,8 @@ class Run:
     :ivar strategy: the query strategy; :ivar oracle: the oracle.
     :ivar state: the committed state (ledger, completed rounds).
     :ivar history: the records of the completed rounds.
+    :ivar world: the processes of the run (:data:`~segal_core.distributed.SINGLE`
+        alone; see ``docs/distributed.md``).
     """
 
     config: RunConfig
@@ -67,6 +77,7 @@ class Run:
     maps: RegionMaps | None = field(default=None, repr=False)
     #: Each pool image's pixel count (height x width), in pool order.
     pool_areas: list[int] = field(default_factory=list, repr=False)
+    world: World = field(default_factory=lambda: SINGLE, repr=False)
 
     @property
     def regional(self) -> bool:
@@ -101,7 +112,10 @@ class Run:
         return "val", self.splits.val
 
     def call(self, hook: str, **kwargs: Any) -> Any:
-        """Call lifecycle hook ``hook`` with ``run=self``."""
+        """Call lifecycle hook ``hook`` with ``run=self`` (under ``torchrun`` the
+        hooks in :data:`WRITER_HOOKS` on rank 0 only)."""
+        if hook in WRITER_HOOKS and not self.world.is_writer:
+            return None
         return self.plugins.call(hook, run=self, **kwargs)
 
     def keep_mask(self, sample_id: str, mask: torch.Tensor) -> None:

@@ -61,6 +61,7 @@ _RECORD_OPTIONAL: Mapping[str, Any] = {
     "val_per_class_iou": dict[str, _Number | None],
     "seconds": dict[str, _Number],
     "train": dict[str, Any],
+    "world_size": int,  # processes the round ran on (torchrun); absent before 0.3
 }
 _PNG_MODES = ("L", "I;16", "I;16B", "I;16L", "I")
 

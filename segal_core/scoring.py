@@ -144,9 +144,14 @@ def stream_pool(
     batch_size: int,
     num_workers: int,
     progress: Progress | None = None,
+    start: int = 0,
 ) -> torch.Tensor:
     """``float32[len(pool)]`` on ``model.device``: ``batch_scores(images, positions)``
     of every batch, written at the batch's positions.
+
+    ``positions`` handed to ``batch_scores`` count from ``start`` (a shard's
+    ``PoolContext.offset``: the item's position in the whole pool); the result is
+    indexed from 0.
 
     Per batch, the uint8 (or float) images are copied to the device without
     blocking; a batch that mixes image sizes is handed over one size at a time
@@ -172,7 +177,7 @@ def stream_pool(
                 group = images if rows is None else images[rows.to(device, non_blocking=True)]
                 group = group[..., :height, :width]
                 positions = (torch.arange(count) if rows is None else rows) + done
-                group_scores = batch_scores(group, positions)
+                group_scores = batch_scores(group, positions + start)
                 if group_scores.shape != (group.shape[0],):
                     raise ContractError(
                         f"image_scores returned shape {tuple(group_scores.shape)}, expected ({group.shape[0]},)"

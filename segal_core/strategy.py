@@ -60,6 +60,12 @@ class PoolContext:
         its labels per class.
     :param labelled_pixels: labelled pixels of each item of ``labelled_data`` (the
         ledger's counts, in the same order); an item whose count changed gained labels.
+    :param offset: the position of ``pool``'s first item in the whole pool being
+        scored: 0 in one process; under ``torchrun`` each rank scores a contiguous
+        shard and ``offset`` is where it starts. What is keyed by an item's position
+        (per-item Monte-Carlo seeds, the Gumbel keys of a stochastic selection, a
+        ``RegionPick.index``) uses ``offset + position``, so every world size gives
+        the same keys (see ``docs/distributed.md``).
     """
 
     pool: Dataset
@@ -71,6 +77,7 @@ class PoolContext:
     query_size: int | None = None
     labelled_data: Dataset | None = field(default=None, repr=False)
     labelled_pixels: Sequence[int] = field(default=(), repr=False)
+    offset: int = 0
 
 
 @dataclass
@@ -151,6 +158,11 @@ class Strategy(abc.ABC):
     #: (``"picks whole images by k-center over image embeddings"``). A region unit
     #: then stops the run before training with that reason.
     whole_images_only: ClassVar[str] = ""
+    #: Whether each rank may score its own shard of the pool under ``torchrun``: a
+    #: score per item that depends on the item alone (and on ``ctx.offset`` for
+    #: per-item randomness), and the base :meth:`select`. ``False`` (the default):
+    #: rank 0 scores the whole pool alone.
+    shardable: ClassVar[bool] = False
 
     #: How :meth:`select` picks (class default; ``__init__`` sets the instance's).
     selection: Selection = TOPK
@@ -294,6 +306,8 @@ class UncertaintyStrategy(Strategy):
     :param q: ``--strategy-opt q=0.05``: the fraction of pixels ``top_q`` averages.
     """
 
+    shardable: ClassVar[bool] = True
+
     def __init__(self, reduction: str = "mean", q: float = 0.1) -> None:
         _check_reduction(reduction, q)
         self.reduction = reduction
@@ -358,6 +372,7 @@ class MonteCarloStrategy(Strategy):
     """
 
     requires: ClassVar[tuple[str, ...]] = ("stochastic_logits",)
+    shardable: ClassVar[bool] = True
 
     def __init__(self, passes: int = 8, reduction: str = "mean", q: float = 0.1) -> None:
         if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
@@ -408,6 +423,7 @@ class MonteCarloStrategy(Strategy):
             batch_size=ctx.batch_size,
             num_workers=ctx.num_workers,
             progress=ctx.progress,
+            start=ctx.offset,
         )
 
     def score_regions(self, ctx: RegionContext) -> list[RegionPick]:
@@ -445,5 +461,6 @@ def _stream_regions(
         progress=ctx.progress,
         selection=strategy.selection,
         seed=round_seed(ctx.generator) if strategy.selection.stochastic else 0,
+        start=ctx.offset,
         **extra,
     )

@@ -23,6 +23,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "AugmentedDataset",
+    "DistributedEpochBatchSampler",
     "EpochBatchSampler",
     "PadCollate",
     "IndexedDataset",
@@ -172,6 +173,44 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         pairs = list(zip(order, seeds, strict=True))
         for start, end in self._bounds():
             yield pairs[start:end]
+
+
+class DistributedEpochBatchSampler(EpochBatchSampler):
+    """:class:`EpochBatchSampler` for one rank of ``world_size`` (``torchrun``).
+
+    Every rank draws the same shuffled order (the same seeded generator), cut into
+    *global* batches of ``batch_size x world_size``; rank ``r`` takes every
+    ``world_size``-th item of each from its ``r``-th. An epoch is a pass over the
+    labelled set and its length (``len``) counts global batches, i.e. optimiser
+    steps, so the schedule (``epochs``, ``min_steps``) counts global steps. The order
+    is padded by repeating its start to a multiple of ``world_size`` (every rank gets
+    the same number of items in every step; at least two with ``batch_size`` > 1).
+    """
+
+    def __init__(self, size: int, batch_size: int, generator: torch.Generator, rank: int, world_size: int) -> None:
+        super().__init__(size, batch_size, generator)
+        self.rank = rank
+        self.world_size = max(1, world_size)
+
+    def _count(self) -> int:
+        per_rank = -(-self.size // self.world_size)
+        return self.world_size * max(per_rank, 2 if self.batch_size > 1 else 1)
+
+    def _bounds(self) -> list[tuple[int, int]]:
+        n, step, w = self._count(), self.batch_size * self.world_size, self.world_size
+        bounds = [(start, min(start + step, n)) for start in range(0, n, step)]
+        if self.batch_size > 1 and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == w:
+            bounds[-2:] = [(bounds[-2][0], n)]  # one item per rank would be a batch of one
+        return bounds
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order = torch.randperm(self.size, generator=self.generator).tolist()
+        count = self._count()
+        order = (order * (count // max(1, self.size) + 1))[:count]
+        seeds = torch.randint(2**62, (len(order),), generator=self.generator).tolist()
+        pairs = list(zip(order, seeds, strict=True))
+        for start, end in self._bounds():
+            yield pairs[start + self.rank : end : self.world_size]
 
 
 def _as_unit_float(image: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from segal_core import Dataset, EvalResult, Model, ModelConfig, SegalError, TrainResult
+from segal_core.dataset import DatasetView
 from segal_core.model import EMBEDDINGS, STOCHASTIC_LOGITS
 from segal_core.seeds import pass_seed
 
@@ -58,6 +59,11 @@ class SmpModel(Model):
         self.options = parse_options(config.options)
         model_augmentation(self)  # a bad --augment file or hook fails here, before any training
         self.runtime = resolve_runtime(config.device, self.options.precision)
+        if self.options.sync_bn and config.world_size > 1 and not self.runtime.cuda:
+            raise SegalError(
+                "--model-opt sync_bn=true: torch's SyncBatchNorm needs CUDA devices; drop it on the CPU "
+                "(each rank then normalises its own batch)"
+            )
         #: ImageNet mean and std on the device (used for every encoder).
         self.stats = imagenet_stats(self.runtime.device)
         self.reset()
@@ -220,6 +226,11 @@ class SmpModel(Model):
         """mIoU, per-class IoU and pixel accuracy over all of ``data`` (whole images,
         batched and padded with ``ignore_index``); see :mod:`segal_smp.metrics`."""
         metric = ConfusionMatrix(self.config.num_classes).to(self.device)
+        cfg = self.config
+        if cfg.world_size > 1:  # each rank its share; the metric sums them (torchmetrics' sync)
+            data = DatasetView(data, range(cfg.rank, len(data), cfg.world_size))
+            # a rank with no share still takes part in the sum
+            metric.update(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
         loader = self._loader(data)
         total = len(loader)
         for done, (images, masks) in enumerate(loader, start=1):

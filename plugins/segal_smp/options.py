@@ -76,6 +76,9 @@ class SmpOptions:
     :param dropout: dropout probability on the input of the segmentation head, in
         training and in the stochastic passes of MC dropout (``--strategy bald`` or
         ``variance``); 0 (the default): no dropout, no stochastic passes.
+    :param sync_bn: under ``torchrun`` with CUDA, batch-norm statistics over the
+        global batch of every rank (``torch.nn.SyncBatchNorm``); ignored in one
+        process; refused on the CPU (torch's SyncBatchNorm needs a GPU).
     """
 
     #: Name shown in option errors.
@@ -99,6 +102,7 @@ class SmpOptions:
     flip: bool = True
     jitter: bool = False
     dropout: float = 0.0
+    sync_bn: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -23,7 +23,15 @@ from torch.utils.data import DataLoader
 from segal_core import Dataset, EvalResult, SegalError, TrainResult
 
 from .checkpoint import clone_state, restore_state
-from .data import AugmentedDataset, EpochBatchSampler, PadCollate, network_inputs, pad_masks_to_multiple
+from .data import (
+    AugmentedDataset,
+    DistributedEpochBatchSampler,
+    EpochBatchSampler,
+    PadCollate,
+    network_inputs,
+    pad_masks_to_multiple,
+)
+from .distributed import distributed_forward
 
 if TYPE_CHECKING:
     from segal_core.model import Progress
@@ -97,8 +105,9 @@ class _Best:
             self.score, self.epoch, self.result, self.state = score, epoch, result, clone_state(network)
 
 
-def schedule_line(options: SmpOptions, images: int, steps_per_epoch: int, epochs: int) -> str:
-    """Why this round trains as many steps as it does, in the flags' words."""
+def schedule_line(options: SmpOptions, images: int, steps_per_epoch: int, epochs: int, world_size: int = 1) -> str:
+    """Why this round trains as many steps as it does, in the flags' words (steps
+    are global: under ``torchrun`` one step takes a batch on every rank)."""
     wanted = options.min_steps + options.steps_per_image * images
     reason = (
         f"--epochs {options.epochs}"
@@ -106,16 +115,17 @@ def schedule_line(options: SmpOptions, images: int, steps_per_epoch: int, epochs
         else f"--min-steps {options.min_steps} + --steps-per-image {options.steps_per_image:g} x {images} images "
         f"= {math.ceil(wanted)} steps, more than --epochs {options.epochs}"
     )
+    ranks = f" on each of {world_size} processes" if world_size > 1 else ""
     return (
         f"training {epochs * steps_per_epoch} steps: {epochs} epochs of {steps_per_epoch} batches "
-        f"(batch size {options.batch_size}, {images} labelled images), from {reason}"
+        f"(batch size {options.batch_size}{ranks}, {images} labelled images), from {reason}"
     )
 
 
-def _forward(model: SmpModel, images: torch.Tensor) -> torch.Tensor:
+def _forward(model: SmpModel, images: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     try:
         with model.runtime.autocast():
-            return model.forward(images)
+            return forward(images)
     except ValueError as exc:
         if "more than 1 value per channel" not in str(exc):
             raise
@@ -144,7 +154,11 @@ def train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progres
 def _train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progress | None) -> TrainResult:
     config, options, runtime = model.config, model.options, model.runtime
     network, ignore = model.network, config.ignore_index
-    sampler = EpochBatchSampler(len(data), options.batch_size, torch.Generator().manual_seed(config.seed))
+    generator = torch.Generator().manual_seed(config.seed)
+    sampler: EpochBatchSampler = (
+        EpochBatchSampler(len(data), options.batch_size, generator) if config.world_size <= 1
+        else DistributedEpochBatchSampler(len(data), options.batch_size, generator, config.rank, config.world_size)
+    )
     workers = model.loader_workers()
     loader = DataLoader(
         AugmentedDataset.for_model(data, model),
@@ -158,7 +172,8 @@ def _train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progre
     steps_per_epoch = len(sampler)
     epochs = options.epochs_for(len(data), steps_per_epoch)
     total = epochs * steps_per_epoch
-    log.info(schedule_line(options, len(data), steps_per_epoch, epochs))
+    log.info(schedule_line(options, len(data), steps_per_epoch, epochs, config.world_size))
+    forward = distributed_forward(model) if config.world_size > 1 else model.forward
     optimizer = torch.optim.AdamW(network.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, options.warmup))
     scaler = runtime.grad_scaler()
@@ -178,7 +193,7 @@ def _train(model: SmpModel, data: Dataset, val: Dataset | None, progress: Progre
             x = network_inputs(images, model.stats, model.stride, runtime.memory_format)
             y = masks.to(runtime.device, non_blocking=True)
             y = pad_masks_to_multiple(_clean_masks(y, config.num_classes, ignore), model.stride, ignore)
-            loss = loss_fn(_forward(model, x).float(), y)
+            loss = loss_fn(_forward(model, x, forward).float(), y)
             if not bool(torch.isfinite(loss)):  # one host sync per step, before any update
                 raise SegalError(
                     f"training loss became non-finite at epoch {epoch} step {batch_step}; "

@@ -1,0 +1,99 @@
+"""``segal run --nproc-per-node N``: the same run on N processes of this machine,
+started through torch's own launcher (:mod:`torch.distributed.launcher.api`, what
+``torchrun --standalone`` uses), never a scheme of ours.
+
+Each process runs ``python -m segal_core`` with the command line less
+``--nproc-per-node``, in the environment torchrun gives (``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``, ...); :class:`segal_core.distributed.World`
+reads it. Several machines: run ``torchrun`` on each (see ``docs/distributed.md``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+
+from .errors import SegalError
+
+__all__ = ["FLAG", "launch", "split_nproc"]
+
+FLAG = "--nproc-per-node"
+
+
+def split_nproc(args: Sequence[str]) -> tuple[int | None, list[str]]:
+    """``(N, the other arguments)`` for a ``segal run`` command line holding
+    ``--nproc-per-node N`` (or ``--nproc-per-node=N``); ``(None, args)`` without."""
+    out: list[str] = []
+    value: str | None = None
+    items = list(args)
+    i = 0
+    while i < len(items):
+        arg = items[i]
+        if arg == FLAG:
+            if i + 1 >= len(items):
+                raise SegalError(f"{FLAG}: give a number of processes (e.g. {FLAG} 2)")
+            value, i = items[i + 1], i + 2
+            continue
+        if arg.startswith(FLAG + "="):
+            value, i = arg.split("=", 1)[1], i + 1
+            continue
+        out.append(arg)
+        i += 1
+    if value is None or "run" not in out:
+        return None, list(args)
+    try:
+        count = int(value)
+    except ValueError:
+        raise SegalError(f"{FLAG} {value}: expected a whole number of processes") from None
+    if count < 1:
+        raise SegalError(f"{FLAG} {count}: expected at least 1 process")
+    return count, out
+
+
+@contextlib.contextmanager
+def _quiet_launcher() -> Iterator[None]:
+    """The launcher's own log lines (its config, a box per failed worker) stay out of
+    the way: a failed run already said why, in one line, on rank 0."""
+    logger = logging.getLogger("torch.distributed.elastic")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def launch(nproc: int, args: Sequence[str]) -> int:
+    """Start ``python -m segal_core ARGS`` on ``nproc`` processes of this machine and
+    wait for them; returns rank 0's exit status (or the first failed rank's)."""
+    if "WORLD_SIZE" in os.environ and os.environ["WORLD_SIZE"] not in ("", "1"):
+        raise SegalError(f"{FLAG}: this process was already started by torchrun; drop {FLAG}")
+    if nproc == 1:
+        from .cli import run_main
+
+        return run_main(list(args))
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=f"segal-{uuid.uuid4().hex[:12]}",
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",  # a free port, as torchrun --standalone
+        max_restarts=0,
+        monitor_interval=0.1,
+    )
+    try:
+        with _quiet_launcher():
+            elastic_launch(config, sys.executable)("-m", "segal_core", *args)
+    except ChildFailedError as exc:
+        codes = {rank: failure.exitcode for rank, failure in exc.failures.items()}
+        code = codes.get(0, next(iter(codes.values()), 1))
+        return code if code > 0 else 128 - code  # a signal -N: 128 + N, as a shell says
+    return 0

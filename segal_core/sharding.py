@@ -1,0 +1,254 @@
+"""A round's query under ``torchrun``: each rank scores its shard, rank 0 merges.
+
+Every rank holds the same unlabelled view of the pool. With a
+:attr:`~segal_core.strategy.Strategy.shardable` strategy, rank ``r`` scores the
+contiguous shard ``World.shard(len(view))`` (``PoolContext.offset`` = where it
+starts) and keeps only its own best ``k`` candidates, ranked by
+:func:`~segal_core.selection.selection_keys` with the candidate's *global* view
+position as its item; rank 0 gathers ``k`` candidates per rank (never the pool's
+scores) and ranks them again. A candidate of the one-process top ``k`` is in its
+shard's top ``k`` (the shard's order is the pool's order restricted to it), and the
+ranking's tie rule (tier, key, then position) is applied to candidates sorted by
+position, so the merged query is exactly the one-process query: the same ids in the
+same order. Region units merge the same way, by pixels (:func:`merge_region_picks`).
+
+Only rank 0 labels (the oracle is called once, by one process); the ledger entries
+and partial masks it made are broadcast (:func:`labels_from_writer`).
+
+A strategy that is not shardable (``random``, ``coreset``, a third party's that
+needs the whole pool at once), a strategy with its own ``select``, or a
+``segal_select`` hook: rank 0 scores and selects alone, exactly as one process does.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import torch
+
+from .dataset import DatasetView
+from .regions import RegionMaps, RegionPick
+from .selection import Selection, ranking, round_seed, selection_keys
+from .strategy import PoolContext, RegionContext, Strategy
+
+if TYPE_CHECKING:
+    from .model import Progress
+    from .run import Run
+
+__all__ = [
+    "Candidates",
+    "labels_from_writer",
+    "local_candidates",
+    "merge_candidates",
+    "merge_region_picks",
+    "query_images",
+    "query_regions",
+    "sharded",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+#: ``(positions, scores, tiers, keys)`` lists: a rank's best candidates.
+Candidates = tuple[list[int], list[float], list[int], list[float]]
+
+
+def sharded(run: Run) -> bool:
+    """Whether this round's scoring is split across ranks (see the module docstring)."""
+    strategy = run.strategy
+    return (
+        run.world.distributed
+        and type(strategy).shardable
+        and type(strategy).select is Strategy.select
+        and not run.plugins.manager.hook.segal_select.get_hookimpls()
+    )
+
+
+# -- images ----------------------------------------------------------------------------
+
+
+def local_candidates(scores: torch.Tensor, start: int, k: int, rule: Selection, seed: int) -> Candidates:
+    """A shard's best ``min(k, len(scores))`` candidates, best first: global positions
+    (``start + i``), scores, tiers and keys (on the host: ``4 x k`` numbers)."""
+    flat = scores.detach().float()
+    positions = torch.arange(start, start + flat.numel(), device=flat.device)
+    tier, key = selection_keys(flat, positions, None, rule, seed)
+    best = ranking(tier, key)[: min(k, flat.numel())]
+    return (
+        positions[best].cpu().tolist(),
+        flat[best].cpu().tolist(),
+        tier[best].cpu().tolist(),
+        key[best].cpu().tolist(),
+    )
+
+
+def merge_candidates(shards: Sequence[Candidates], k: int) -> tuple[list[int], list[float]]:
+    """The best ``k`` of every shard's candidates: positions and scores, best first,
+    ranked by tier, key, then position (the one-process tie rule)."""
+    rows = sorted(
+        (p, s, t, key) for positions, scores, tiers, keys in shards
+        for p, s, t, key in zip(positions, scores, tiers, keys)
+    )
+    if not rows:
+        return [], []
+    tier = torch.tensor([r[2] for r in rows], dtype=torch.int8)
+    key = torch.tensor([r[3] for r in rows], dtype=torch.float32)
+    order = ranking(tier, key)[:k].tolist()
+    return [rows[i][0] for i in order], [rows[i][1] for i in order]
+
+
+def query_images(run: Run, round: int, k: int, seconds: dict[str, float], bars: Progress) -> tuple[list[str], list[float]]:
+    """:func:`segal_core.rounds._query` under ``torchrun``: score (sharded when the
+    strategy allows), select ``k`` on rank 0, label on rank 0; every rank returns
+    the query."""
+    from .rounds import _context, _labelled, _phase, _query, label
+
+    world = run.world
+    if not sharded(run):  # rank 0 scores the whole pool and selects as one process does
+        return _alone(run, lambda: _query(run, round, k, seconds, bars))
+    model = run.model
+    assert model is not None
+    positions = run.unlabelled_indices()
+    start, stop = world.shard(len(positions))
+    view = DatasetView(run.pool, positions[start:stop])
+    ctx = PoolContext(pool=view, **_context(run, model, round, bars), query_size=k, offset=start, **_labelled(run))
+    scores = _phase(run, round, "score", seconds, lambda: run.strategy.score(ctx))
+    if scores.shape != (len(view),):
+        from .errors import ContractError
+
+        raise ContractError(f"--strategy {run.config.strategy}: score() returned shape {tuple(scores.shape)} "
+                            f"for {len(view)} items")
+    rule = run.strategy.selection
+
+    def select() -> tuple[list[str], list[float]]:
+        seed = round_seed(ctx.generator) if rule.stochastic else 0
+        mine = local_candidates(scores, start, k, rule, seed)
+        every = world.gather(mine)  # k candidates per rank, never the pool's scores
+        if every is None:
+            return [], []
+        picked, picked_scores = merge_candidates(every, k)
+        return [run.pool.ids[positions[p]] for p in picked], picked_scores
+
+    queried, picked_scores = _phase(run, round, "select", seconds, select)
+    run.call("segal_after_scoring", round=round, ids=queried, scores=torch.tensor(picked_scores), regions=None)
+    run.call("segal_after_query", round=round, queried=queried, scores=picked_scores, regions=None)
+    annotations = _phase(run, round, "label", seconds, lambda: label(run, round, queried))
+    run.call("segal_after_label", round=round, annotations=annotations)
+    return world.on_writer(lambda: (queried, picked_scores))  # every rank knows the query
+
+
+# -- regions ---------------------------------------------------------------------------
+
+
+def merge_region_picks(shards: Sequence[Sequence[RegionPick]], budget: int) -> list[RegionPick]:
+    """The shortest prefix of every shard's picks, ranked by tier, key, then (item,
+    region), whose pixels reach ``budget``: the one-process region selection."""
+    rows = sorted((p for picks in shards for p in picks), key=lambda p: (p.index, p.region))
+    if not rows:
+        return []
+    tier = torch.tensor([p.tier for p in rows], dtype=torch.int8)
+    key = torch.tensor([p.score if p.key is None else p.key for p in rows], dtype=torch.float32)
+    order = ranking(tier, key)
+    pixels = torch.tensor([rows[i].pixels for i in order.tolist()], dtype=torch.int64)
+    before = torch.cumsum(pixels, 0) - pixels
+    return [rows[i] for i, b in zip(order.tolist(), before.tolist()) if b < budget]
+
+
+def query_regions(
+    run: Run, round: int, budget: int, seconds: dict[str, float], bars: Progress
+) -> tuple[list[str], list[float], list[int]]:
+    """:func:`segal_core.rounds._query_regions` under ``torchrun``: each rank scores the
+    regions of its shard, rank 0 merges the picks and labels them."""
+    from .rounds import _context, _labelled, _phase, _query_regions, label_regions
+
+    world = run.world
+    if not sharded(run):
+        return _alone(run, lambda: _query_regions(run, round, budget, seconds, bars))
+    model = run.model
+    assert model is not None and run.maps is not None and run.unit is not None
+    pool, ledger = run.pool, run.state.ledger
+    positions = [i for i, sid in enumerate(pool.ids) if sid not in ledger or ledger[sid].regions is not None]
+    start, stop = world.shard(len(positions))
+    view = DatasetView(pool, positions[start:stop])
+    labelled = {n: ledger[sid].regions or [] for n, sid in enumerate(view.ids) if sid in ledger}
+    ctx = RegionContext(
+        pool=view,
+        **_context(run, model, round, bars),
+        unit=run.unit,
+        maps=RegionMaps(run.unit, view, run.maps.cache, write=world.is_writer),
+        budget=budget,
+        labelled=labelled,
+        offset=start,
+        **_labelled(run),
+    )
+    mine = _phase(run, round, "score", seconds, lambda: run.strategy.score_regions(ctx))
+
+    def select() -> list[RegionPick]:
+        every = world.gather(list(mine))  # each rank's picks: its budget's worth, never the pool's
+        return [] if every is None else merge_region_picks(every, budget)
+
+    picks = _phase(run, round, "select", seconds, select)
+    ids = [pool.ids[positions[p.index]] for p in picks]
+    scores = [p.score for p in picks]
+    regions = [p.region for p in picks]
+    run.call("segal_after_scoring", round=round, ids=ids, scores=torch.tensor(scores), regions=regions)
+    run.call("segal_after_query", round=round, queried=ids, scores=scores, regions=regions)
+    annotations = _phase(run, round, "label", seconds, lambda: label_regions(run, round, list(zip(ids, regions))))
+    run.call("segal_after_label", round=round, annotations=annotations)
+    return world.on_writer(lambda: (ids, scores, regions))
+
+
+def _alone(run: Run, query: Callable[[], T]) -> T:
+    """Rank 0 runs ``query`` (score, select, label) as one process would; the other
+    ranks receive its labels, then its result."""
+    world = run.world
+    if not world.is_writer:
+        labels_from_writer(run)
+        return world.receive()  # type: ignore[no-any-return]
+    try:
+        result = query()
+    except BaseException as exc:
+        world.send_failure(exc)
+        raise
+    return world.on_writer(lambda: result)
+
+
+# -- labels ----------------------------------------------------------------------------
+
+
+def on_writer_labels(fn: F) -> F:
+    """``fn(run, round, items)`` (a labelling function of :mod:`segal_core.rounds`)
+    on rank 0 only under ``torchrun``: the oracle is asked once; the ledger entries
+    and partial masks it made are broadcast to the other ranks, which return no
+    annotations. One process: ``fn`` itself."""
+
+    @functools.wraps(fn)
+    def wrapper(run: Run, round: int, items: Any) -> Any:
+        if not run.world.distributed:
+            return fn(run, round, items)
+        if not run.world.is_writer:
+            labels_from_writer(run)
+            return []
+        before = dict(run.state.ledger)
+        kept: list[Any] = []
+
+        def act() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+            kept.append(fn(run, round, items))
+            changed = {sid: e for sid, e in run.state.ledger.items() if before.get(sid) is not e}
+            return changed, {sid: run.partial_masks[sid] for sid in changed if sid in run.partial_masks}
+
+        run.world.on_writer(act)
+        return kept[0]
+
+    return wrapper  # type: ignore[return-value]
+
+
+def labels_from_writer(run: Run) -> None:
+    """On a rank other than 0: receive the ledger entries and partial masks rank 0's
+    labelling made (the other half of :func:`on_writer_labels`)."""
+    changed, masks = run.world.receive()
+    run.state.ledger.update(changed)
+    for sid, mask in masks.items():
+        run.keep_mask(sid, mask)
