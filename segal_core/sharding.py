@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
-from .dataset import DatasetView
+from .dataset import Dataset, DatasetView
+from .distributed import World
+from .errors import ContractError
 from .regions import RegionMaps, RegionPick
 from .selection import Selection, ranking, round_seed, selection_keys
 from .strategy import PoolContext, RegionContext, Strategy
@@ -45,6 +47,8 @@ __all__ = [
     "merge_region_picks",
     "query_images",
     "query_regions",
+    "select_images",
+    "select_regions",
     "sharded",
 ]
 
@@ -99,6 +103,59 @@ def merge_candidates(shards: Sequence[Candidates], k: int) -> tuple[list[int], l
     return [rows[i][0] for i in order], [rows[i][1] for i in order]
 
 
+def select_images(
+    world: World,
+    strategy: Strategy,
+    view: Dataset,
+    k: int,
+    make_ctx: Callable[[DatasetView, int], PoolContext],
+    *,
+    phase: Callable[[str, Callable[[], Any]], Any] = lambda name, action: action(),
+) -> tuple[list[int], list[float]]:
+    """Each rank scores its shard of ``view`` (``make_ctx(shard, offset)`` builds its
+    context; ``phase(name, action)`` runs the ``score`` and ``select`` steps) and
+    keeps its best ``k``; on rank 0: the merged query, positions in ``view`` and
+    their scores, best first (``[], []`` on the other ranks)."""
+    start, stop = world.shard(len(view))
+    ctx = make_ctx(DatasetView(view, range(start, stop)), start)
+    scores = phase("score", lambda: strategy.score(ctx))
+    if tuple(scores.shape) != (stop - start,):
+        raise ContractError(
+            f"strategy {strategy.name!r}: score() returned shape {tuple(scores.shape)} for {stop - start} items"
+        )
+    rule = strategy.selection
+
+    def select() -> tuple[list[int], list[float]]:
+        seed = round_seed(ctx.generator) if rule.stochastic else 0
+        every = world.gather(local_candidates(scores, start, k, rule, seed))  # k per rank, never the pool's
+        return ([], []) if every is None else merge_candidates(every, k)
+
+    return phase("select", select)  # type: ignore[no-any-return]
+
+
+def select_regions(
+    world: World,
+    strategy: Strategy,
+    view: Dataset,
+    budget: int,
+    make_ctx: Callable[[DatasetView, int], RegionContext],
+    *,
+    phase: Callable[[str, Callable[[], Any]], Any] = lambda name, action: action(),
+) -> list[RegionPick]:
+    """:func:`select_images` for regions: each rank selects its shard's regions worth
+    ``budget`` pixels; on rank 0 the merged picks (``index``: the position in
+    ``view``), best first; ``[]`` on the other ranks."""
+    start, stop = world.shard(len(view))
+    ctx = make_ctx(DatasetView(view, range(start, stop)), start)
+    mine = phase("score", lambda: strategy.score_regions(ctx))
+
+    def select() -> list[RegionPick]:
+        every = world.gather(list(mine))  # each rank's picks: its budget's worth, never the pool's
+        return [] if every is None else merge_region_picks(every, budget)
+
+    return phase("select", select)  # type: ignore[no-any-return]
+
+
 def query_images(run: Run, round: int, k: int, seconds: dict[str, float], bars: Progress) -> tuple[list[str], list[float]]:
     """:func:`segal_core.rounds._query` under ``torchrun``: score (sharded when the
     strategy allows), select ``k`` on rank 0, label on rank 0; every rank returns
@@ -111,27 +168,18 @@ def query_images(run: Run, round: int, k: int, seconds: dict[str, float], bars: 
     model = run.model
     assert model is not None
     positions = run.unlabelled_indices()
-    start, stop = world.shard(len(positions))
-    view = DatasetView(run.pool, positions[start:stop])
-    ctx = PoolContext(pool=view, **_context(run, model, round, bars), query_size=k, offset=start, **_labelled(run))
-    scores = _phase(run, round, "score", seconds, lambda: run.strategy.score(ctx))
-    if scores.shape != (len(view),):
-        from .errors import ContractError
+    view = DatasetView(run.pool, positions)
+    context = _context(run, model, round, bars)
+    labelled = _labelled(run)
 
-        raise ContractError(f"--strategy {run.config.strategy}: score() returned shape {tuple(scores.shape)} "
-                            f"for {len(view)} items")
-    rule = run.strategy.selection
+    def make_ctx(shard: DatasetView, offset: int) -> PoolContext:
+        return PoolContext(pool=shard, **context, query_size=k, offset=offset, **labelled)
 
-    def select() -> tuple[list[str], list[float]]:
-        seed = round_seed(ctx.generator) if rule.stochastic else 0
-        mine = local_candidates(scores, start, k, rule, seed)
-        every = world.gather(mine)  # k candidates per rank, never the pool's scores
-        if every is None:
-            return [], []
-        picked, picked_scores = merge_candidates(every, k)
-        return [run.pool.ids[positions[p]] for p in picked], picked_scores
-
-    queried, picked_scores = _phase(run, round, "select", seconds, select)
+    picked, picked_scores = select_images(
+        world, run.strategy, view, k, make_ctx,
+        phase=lambda name, action: _phase(run, round, name, seconds, action),
+    )
+    queried = [view.ids[p] for p in picked]
     run.call("segal_after_scoring", round=round, ids=queried, scores=torch.tensor(picked_scores), regions=None)
     run.call("segal_after_query", round=round, queried=queried, scores=picked_scores, regions=None)
     annotations = _phase(run, round, "label", seconds, lambda: label(run, round, queried))
@@ -170,26 +218,27 @@ def query_regions(
     assert model is not None and run.maps is not None and run.unit is not None
     pool, ledger = run.pool, run.state.ledger
     positions = [i for i, sid in enumerate(pool.ids) if sid not in ledger or ledger[sid].regions is not None]
-    start, stop = world.shard(len(positions))
-    view = DatasetView(pool, positions[start:stop])
-    labelled = {n: ledger[sid].regions or [] for n, sid in enumerate(view.ids) if sid in ledger}
-    ctx = RegionContext(
-        pool=view,
-        **_context(run, model, round, bars),
-        unit=run.unit,
-        maps=RegionMaps(run.unit, view, run.maps.cache, write=world.is_writer),
-        budget=budget,
-        labelled=labelled,
-        offset=start,
-        **_labelled(run),
+    view = DatasetView(pool, positions)
+    context = _context(run, model, round, bars)
+    labelled = _labelled(run)
+    unit, cache = run.unit, run.maps.cache
+
+    def make_ctx(shard: DatasetView, offset: int) -> RegionContext:
+        return RegionContext(
+            pool=shard,
+            **context,
+            unit=unit,
+            maps=RegionMaps(unit, shard, cache, write=world.is_writer),
+            budget=budget,
+            labelled={n: ledger[sid].regions or [] for n, sid in enumerate(shard.ids) if sid in ledger},
+            offset=offset,
+            **labelled,
+        )
+
+    picks = select_regions(
+        world, run.strategy, view, budget, make_ctx,
+        phase=lambda name, action: _phase(run, round, name, seconds, action),
     )
-    mine = _phase(run, round, "score", seconds, lambda: run.strategy.score_regions(ctx))
-
-    def select() -> list[RegionPick]:
-        every = world.gather(list(mine))  # each rank's picks: its budget's worth, never the pool's
-        return [] if every is None else merge_region_picks(every, budget)
-
-    picks = _phase(run, round, "select", seconds, select)
     ids = [pool.ids[positions[p.index]] for p in picks]
     scores = [p.score for p in picks]
     regions = [p.region for p in picks]
