@@ -93,7 +93,9 @@ def launch(nproc: int, args: Sequence[str]) -> int:
         with _quiet_launcher():
             elastic_launch(config, sys.executable)("-m", "segal_core", *args)
     except ChildFailedError as exc:
-        codes = {rank: failure.exitcode for rank, failure in exc.failures.items()}
-        code = codes.get(0, next(iter(codes.values()), 1))
+        # the rank that stopped on its own (a mistake: 2, a failed write: 1) says why the
+        # run ended; the launcher then stops the others with SIGTERM
+        failures = sorted(exc.failures.items(), key=lambda item: (item[1].exitcode <= 0, item[1].timestamp, item[0]))
+        code = failures[0][1].exitcode if failures else 1
         return code if code > 0 else 128 - code  # a signal -N: 128 + N, as a shell says
     return 0

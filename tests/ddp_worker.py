@@ -54,17 +54,17 @@ class Tied(Dataset):
 IMAGE_CASES = [  # (strategy, options, k)
     ("entropy", {}, 5),
     ("margin", {"selection": "power", "beta": 2.0}, 6),
-    ("least_confidence", {"selection": "softmax"}, 4),
     ("bald", {"passes": 3}, 5),
 ]
 REGION_CASES = [  # (strategy, options, budget in pixels)
     ("entropy", {}, 700),
-    ("margin", {"selection": "softmax", "beta": 3.0}, 900),
+    ("margin", {"selection": "softmax", "beta": 3.0}, 600),
     ("bald", {"passes": 2, "reduction": "max"}, 500),
 ]
 
 
 def main(out: str) -> None:
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     world = World.from_env()
     plugins = load_plugins()
@@ -107,6 +107,7 @@ def main(out: str) -> None:
         with open(out, "w") as fh:
             json.dump(result, fh)
     world.close()
+    torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":
