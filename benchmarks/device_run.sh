@@ -2,11 +2,13 @@
 # Run the GPU benchmarks on a machine where the project is not installed, in one
 # command, from the repository root, and leave the results in $OUT.
 #
-#   bash benchmarks/device_run.sh [all|gpu|curves] [quick]
+#   bash benchmarks/device_run.sh [all|gpu|curves|sharded] [quick]
 #
 # all (default): benchmarks/gpu_cycle.py, then benchmarks/camvid_curves.py with a
 # deadline that keeps the whole command inside SEGAL_BUDGET_S seconds (default 560);
-# gpu / curves: only one of them. quick: the scripts' --quick settings (CPU,
+# gpu / curves: only one of them. sharded (issue 15, not part of all):
+# benchmarks/score_sharded.py on 1 and on every GPU of the machine (torchrun, NCCL),
+# into sharded.json. quick: the scripts' --quick settings (CPU,
 # ../shared/data/camvid-mini), to check this script anywhere.
 #
 # Before: bash benchmarks/prepare_device.sh here (wheels in .whl/, data in .data/),
@@ -30,8 +32,8 @@ START=$(date +%s)
 
 WHAT=${1:-all}
 MODE=${2:-full}
-case "$WHAT" in all|gpu|curves) ;; *) echo "usage: $0 [all|gpu|curves] [quick]" >&2; exit 2 ;; esac
-case "$MODE" in full|quick) ;; *) echo "usage: $0 [all|gpu|curves] [quick]" >&2; exit 2 ;; esac
+case "$WHAT" in all|gpu|curves|sharded) ;; *) echo "usage: $0 [all|gpu|curves|sharded] [quick]" >&2; exit 2 ;; esac
+case "$MODE" in full|quick) ;; *) echo "usage: $0 [all|gpu|curves|sharded] [quick]" >&2; exit 2 ;; esac
 
 PY=${PYTHON:-python3}
 OUT=${OUT:-/tmp/segal-bench-out}
@@ -95,6 +97,19 @@ if [ "$WHAT" = all ] || [ "$WHAT" = curves ]; then
                 runs logs jobs $( [ -d "$c/report" ] && echo report )
         fi
     fi
+fi
+# 4. issue 15: one pool scored by 1 process and by one process per GPU (sharded, top-K merge)
+if [ "$WHAT" = sharded ]; then
+    if [ "$MODE" = quick ]; then
+        SHARDED=(--device cpu --nprocs 1,2 --pool 16 --image-size 64x64 --repeats 1)
+    else
+        gpus=$("$PY" -c 'import torch; print(torch.cuda.device_count())')
+        nprocs=1; [ "$gpus" -ge 2 ] && nprocs="1,$gpus"
+        SHARDED=(--device cuda --nprocs "$nprocs" --pool 2048 --image-size 360x480 --batch-size 32 --repeats 3)
+    fi
+    # shellcheck disable=SC2086
+    "$PY" benchmarks/score_sharded.py "${SHARDED[@]}" ${SEGAL_SHARDED_ARGS:-} 2>&1 | tee "$OUT/sharded.json"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 fi
 rm -rf "$WORK"
 echo "device_run: $(( $(date +%s) - START )) s; results in $OUT: $(ls "$OUT" | tr '\n' ' ')"

@@ -137,8 +137,14 @@ class World:
     def device(self, wanted: str) -> str:
         """The device this rank uses for ``--device wanted``: ``cuda:LOCAL_RANK`` for
         ``cuda`` or ``auto`` where CUDA is there; ``wanted`` otherwise."""
-        if self.distributed and self.backend is not None and "nccl" in self.backend and wanted in ("auto", "cuda"):
+        cuda = self.distributed and self.backend is not None and "nccl" in self.backend
+        if cuda and wanted in ("auto", "cuda"):
             return f"cuda:{self.local_rank}"
+        if self.distributed and wanted.startswith("cuda:"):
+            raise SegalError(
+                f"--device {wanted}: under torchrun each process uses the GPU of its local rank; give --device cuda "
+                "(choose the GPUs with CUDA_VISIBLE_DEVICES)"
+            )
         return wanted
 
     def shard(self, count: int) -> tuple[int, int]:
@@ -252,7 +258,7 @@ def agree(world: World, action: Callable[[], T]) -> T:
     if world.is_writer:
         if rank == 0 and failure is not None:
             raise failure
-        error = SegalError(f"rank {rank}: {message}" if kind.endswith("Error") or kind == "PeerStopped" else message)
+        error = SegalError(f"rank {rank}: {message}")
         error.exit_code = code  # type: ignore[attr-defined]
         raise error
     raise PeerStopped(f"rank {rank} stopped", code)

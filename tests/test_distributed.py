@@ -297,3 +297,41 @@ def test_different_settings_on_one_rank(tmp_path: Path) -> None:
     assert line.startswith("error: --data-path: rank 1 was given"), line
     assert err1.strip() == ""
     assert not (tmp_path / "run").exists()
+
+
+# -- slow: more paths end to end ----------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [
+    ["--strategy", "margin", "--query-unit", "patch", "--unit-opt", "size=8", "--query-pixels", "700"],
+    ["--strategy", "random"],  # not shardable: rank 0 scores alone
+    ["--strategy", "bald", "--model-opt", "dropout=0.2", "--strategy-opt", "passes=2", "--retrain", "finetune"],
+])
+def test_other_strategies_and_units_under_torchrun(tmp_path: Path, extra: list[str]) -> None:
+    out = tmp_path / "run"
+    args = [a for a in run_args(out, rounds=3) if a not in ("--query-size", "4")] if "--query-unit" in extra \
+        else run_args(out, rounds=3)
+    code, _, err = finish(torchrun(*args, *extra))
+    assert code == 0, err
+    records = checked_history(out)
+    assert [r["world_size"] for r in records] == [2, 2, 2]
+    assert records[0]["queried"] and records[1]["queried"]
+
+
+@pytest.mark.slow
+def test_kill_then_resume_on_two_processes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    env, mark = _pause_env(tmp_path, "score:1")
+    proc = torchrun(*run_args(out, rounds=3), env=env, preexec_fn=default_signals)
+    rank0, _ = _wait_for([Path(f"{mark}.0"), Path(f"{mark}.1")], proc)
+    os.kill(rank0, signal.SIGKILL)  # rank 0 this time: the writer
+    code, _, _ = finish(proc, timeout=120)
+    assert code != 0
+    assert json.loads((out / "state.json").read_text())["completed_rounds"] == 1
+    code, _, err = finish(torchrun("-m", "segal_core", "run", "--resume", str(out), "--threads", "1"))
+    assert code == 0, err
+    records = checked_history(out)
+    assert [r["world_size"] for r in records] == [2, 2, 2]
+    queried = [sid for r in records for sid in r["queried"]]
+    assert len(queried) == len(set(queried)) == 8

@@ -230,7 +230,8 @@ class SmpModel(Model):
         if cfg.world_size > 1:  # each rank its share; the metric sums them (torchmetrics' sync)
             data = DatasetView(data, range(cfg.rank, len(data), cfg.world_size))
             # a rank with no share still takes part in the sum
-            metric.update(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+            empty = torch.zeros(0, dtype=torch.long, device=self.device)
+            metric.update(empty, empty)
         loader = self._loader(data)
         total = len(loader)
         for done, (images, masks) in enumerate(loader, start=1):
