@@ -17,7 +17,10 @@ after), then one JSON line per world size: ``img_per_s`` (pool / the median of t
 slowest rank's scoring time), ``speedup`` (against 1 process, medians),
 ``merge_s`` (gather + merge on rank 0, after a barrier that ends scoring) and
 ``merge_fraction`` (merge / scoring), and whether every world selected the same ids
-in the same order (``same_selection``).
+in the same order (``same_selection``). With ``--ceiling``, N independent processes
+(no torch.distributed) also score pool/N images each at the same time, each pinned
+to its own core: ``independent_speedup`` is what the machine gives N processes at
+best, the ceiling for ``speedup``.
 """
 
 from __future__ import annotations
@@ -49,7 +52,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--encoder", default="resnet18")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-pin", action="store_true", help="do not pin each process to a core")
+    p.add_argument("--ceiling", action="store_true", help="also run N independent processes (no "
+                   "torch.distributed), each scoring pool/N images on its own core at the same time: "
+                   "what this machine allows N processes at best")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--alone", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -69,12 +76,16 @@ def worker(args: argparse.Namespace) -> None:
     from segal_core.strategy import PoolContext
     from segal_core.testing import RandomImages
 
-    world = World.from_env()
+    from segal_core.distributed import SINGLE
+
+    world = World.from_env() if args.alone is None else SINGLE
+    part, parts = (int(v) for v in (args.alone or "0,1").split(","))
+    local = world.local_rank if args.alone is None else part
     if args.device == "cpu":
         torch.set_num_threads(1)
         if not args.no_pin and hasattr(os, "sched_setaffinity"):
             cores = sorted(os.sched_getaffinity(0))
-            os.sched_setaffinity(0, {cores[world.local_rank % len(cores)]})
+            os.sched_setaffinity(0, {cores[local % len(cores)]})
     height, width = (int(v) for v in args.image_size.split("x"))
     pool = RandomImages(args.pool, sizes=((height, width),), num_classes=12, seed=1)
     registry = load_plugins().registry
@@ -85,7 +96,8 @@ def worker(args: argparse.Namespace) -> None:
         rank=world.rank, world_size=world.world_size, local_rank=world.local_rank,
     ))
     strategy = registry.strategy("entropy")()
-    view = DatasetView(pool, range(len(pool)))
+    share = len(pool) // parts
+    view = DatasetView(pool, range(part * share, (part + 1) * share) if parts > 1 else range(len(pool)))
     # warm-up: one batch through the model
     model.logits(torch.stack([pool.image(0)] * min(2, len(pool))))
     times: dict[str, float] = {}
@@ -138,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_before": os.getloadavg(),
     }
     results: dict[int, list[dict]] = {n: [] for n in sizes}
+    ceiling: dict[int, list[float]] = {}
     here = Path(__file__).resolve()
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
@@ -156,6 +169,18 @@ def main(argv: list[str] | None = None) -> None:
                 if done.returncode != 0:
                     raise SystemExit(f"world size {n} failed:\n{done.stderr[-3000:]}")
                 results[n].append(json.loads(out.read_text()))
+                if args.ceiling and n > 1:
+                    outs = [Path(tmp) / f"c{n}-{repeat}-{r}.json" for r in range(n)]
+                    procs = [subprocess.Popen(
+                        [sys.executable, str(here), *(argv if argv is not None else sys.argv[1:]),
+                         "--worker", str(o), "--alone", f"{r},{n}"],
+                        env={k: v for k, v in env.items() if k not in ("WORLD_SIZE", "RANK")},
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                    ) for r, o in enumerate(outs)]
+                    for proc in procs:
+                        if proc.wait() != 0:
+                            raise SystemExit(f"independent processes failed:\n{proc.stderr.read()[-3000:]}")
+                    ceiling.setdefault(n, []).append(max(json.loads(o.read_text())["score_s"] for o in outs))
     header["load_after"] = os.getloadavg()
     print(json.dumps(header))
     base = statistics.median(r["score_s"] for r in results[sizes[0]])
@@ -171,6 +196,8 @@ def main(argv: list[str] | None = None) -> None:
             "merge_s": round(merge, 5),
             "merge_fraction": round(merge / score, 5),
             "same_selection": all(r["picked"] == first for r in results[n]),
+            **({"independent_score_s": [round(t, 3) for t in ceiling[n]],
+                "independent_speedup": round(base / statistics.median(ceiling[n]), 3)} if n in ceiling else {}),
         }))
 
 
