@@ -311,11 +311,12 @@ def _pool_notice(train: list[Sample]) -> list[str]:
     missing = len(train) - len(_labelled(train))
     if not missing:
         return []
-    return [
+    notice = (
         f"folder: the train split (the pool) holds {len(train)} images, {len(train) - missing} with a mask and "
         f"{missing} without (to be labelled, e.g. by --oracle folder); pass --dataset-opt require_masks=true "
         "to refuse images without masks"
-    ]
+    )
+    return [notice]
 
 
 def _find(root: Path, options: FolderOptions, config: DataConfig) -> Layout:
