@@ -291,3 +291,29 @@ def test_cli_exit_status_messages_and_status_command(tmp_path: Path, capsys: pyt
     assert "every label is in" in capsys.readouterr().out
     assert run_main(["run", "--resume", str(out)]) == 75  # round 1 waits
     assert "waiting: round 1 waits" in capsys.readouterr().err
+
+
+def test_region_queries_keep_only_their_area(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = config(out, query_unit="patch", unit_options={"size": "8"}, query_size=None, query_pixels=128,
+                 seed_unit="image")
+    with pytest.raises(LabelsPending) as waited:
+        run_cycle(cfg, plugins=plugins())
+    state = json.loads((out / "state.json").read_text())
+    queries = state["pending"]["queries"]
+    assert waited.value.total == len(queries) and all(q["regions"] for q in queries)
+    assert sum(len(q["regions"]) for q in queries) * 64 == 128  # two 8x8 patches
+    pool = pool_of(out)
+    written = answer(out, state["pending"]["folder"], pool, [q["id"] for q in queries])  # whole frames
+    with pytest.raises(LabelsPending):
+        resume_run(out, plugins=plugins())
+    state = json.loads((out / "state.json").read_text())
+    from PIL import Image
+
+    for q in queries:
+        entry = state["ledger"][q["id"]]
+        kept = np.array(Image.open(out / entry["mask_file"])).astype(np.int64)
+        assert entry["regions"] == sorted(q["regions"]) and entry["pixels"] == 64 * len(q["regions"])
+        inside = kept != pool.ignore_index
+        assert inside.sum() <= 64 * len(q["regions"])  # only the queried patches (less the unlabelled top row)
+        assert np.array_equal(kept[inside], written[q["id"]][inside])
