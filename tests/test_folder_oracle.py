@@ -99,7 +99,7 @@ def test_file_names_are_safe_unique_and_stable() -> None:
 def test_submit_writes_frames_prelabels_tasks_and_readme(tmp_path: Path) -> None:
     ho = handoff(tmp_path)
     line = FolderOracle().submit(ho)
-    assert "3 frames to label in" in line and f"segal run --resume {tmp_path / 'run'}" in line
+    assert line == f"3 frames to label in {ho.folder}: save class-id masks as masks/<name>.png, see README.txt there"
     rows = tasks(ho.folder)
     assert [r["id"] for r in rows] == IDS and {r["status"] for r in rows} == {"waiting"}
     assert rows[1]["file"] == "plain_id.png" and "/" not in rows[0]["file"] and rows[0]["score"] == "1"
@@ -113,7 +113,7 @@ def test_submit_writes_frames_prelabels_tasks_and_readme(tmp_path: Path) -> None
         assert preview.mode == "RGB" and preview.size == (W, H)
     assert list((ho.folder / "masks").iterdir()) == [] and not (ho.folder / "regions").exists()
     readme = (ho.folder / "README.txt").read_text()
-    assert "masks/<name>.png" in readme and "  1  road  (colour 128 64 128)" in readme and "255  (not labelled)" in readme
+    assert f"segal run --resume {tmp_path / 'run'}" in readme and "masks/<name>.png" in readme and "  1  road  colour 128 64 128" in readme and "255  (not labelled)" in readme
 
 
 def test_submit_without_a_model_or_with_prelabels_off(tmp_path: Path) -> None:
@@ -214,8 +214,11 @@ def test_collect_is_repeatable_and_fixes_are_picked_up(tmp_path: Path) -> None:
     assert [a.sample_id for a in first.annotations] == [a.sample_id for a in second.annotations] == ["plain_id"]
     assert torch.equal(first.annotations[0].mask, second.annotations[0].mask)
     write_mask(ho, "seq1/0001", labels(2))  # the annotator fixes it
+    write_mask(ho, "plain_id", labels(1), fmt="JPEG", suffix=".jpg")  # a stray copy beside a good .png: not used
+    (ho.folder / "masks" / "done").mkdir()  # an annotator's own folder: skipped
     third = FolderOracle().collect(ho)  # a fresh oracle (a resumed run) sees the same
     assert third.rejected == [] and [a.sample_id for a in third.annotations] == ["seq1/0001", "plain_id"]
+    assert torch.equal(third.annotations[1].mask, first.annotations[0].mask)
     status = {r["id"]: r["status"] for r in tasks(ho.folder)}
     assert status == {"seq1/0001": "labelled", "plain_id": "labelled", "odd name?.png": "waiting"}
 

@@ -134,11 +134,11 @@ class FolderOracle(WaitingOracle):
                 f"{exc.filename or folder}: cannot write the frames to label ({exc.strerror or exc}); "
                 "free space or fix the permissions, then run segal run --resume again"
             ) from None
-        run = folder.parent.parent
         what = "regions of frames" if regions else "frames"
+        # the core adds what to run next (segal run --resume RUN)
         return (
-            f"--oracle folder: {len(handoff.queries)} {what} to label in {folder}: save class-id masks as "
-            f"masks/<name>.png (see README.txt there), then run: segal run --resume {run}"
+            f"{len(handoff.queries)} {what} to label in {folder}: save class-id masks as masks/<name>.png, "
+            "see README.txt there"
         )
 
     def _write_query(
@@ -180,7 +180,8 @@ class FolderOracle(WaitingOracle):
 
     def collect(self, handoff: Handoff) -> Collected:
         """Every ``masks/<name>.png`` of a query, checked; one rejected line per file at
-        fault (and per file matching no query). Repeatable: reads, never changes, the
+        fault (and per file matching no query). A file of another type is named only
+        when its frame has no ``.png`` beside it. Repeatable: reads, never changes, the
         annotator's files; only ``tasks.csv``'s status column is updated."""
         names = file_names(handoff.ids)
         by_name = {name: sid for sid, name in names.items()}
@@ -188,26 +189,34 @@ class FolderOracle(WaitingOracle):
         run = handoff.folder.parent.parent
         found = Collected()
         status: dict[str, str] = {}
-        files = sorted(p for p in masks.iterdir() if not p.name.startswith(".")) if masks.is_dir() else []
-        for path in files:
-            where = _relative(path, run)
-            stem, suffix = path.stem, path.suffix.lower()
+        files: dict[str, list[Path]] = {}
+        if masks.is_dir():  # hidden files (an editor's lock, a temporary file) and folders are skipped
+            for path in sorted(masks.iterdir()):
+                if not path.name.startswith(".") and path.is_file():
+                    files.setdefault(path.stem, []).append(path)
+        for stem, paths in files.items():
             sid = by_name.get(stem)
             if sid is None:
-                found.rejected.append(
-                    f"{where}: no frame {stem!r} was queried in this round (see tasks.csv); name the mask "
-                    "after its frame in images/ or move it out of masks/"
+                found.rejected.extend(
+                    f"{_relative(path, run)}: no frame {stem!r} was queried in this round (see tasks.csv); "
+                    "name the mask after its frame in images/ or move it out of masks/"
+                    for path in paths
                 )
                 continue
+            pngs = [p for p in paths if p.suffix.lower() == ".png"]
+            for path in pngs[1:]:
+                found.rejected.append(f"{_relative(path, run)}: a second mask for {sid!r} beside {pngs[0].name}; keep one")
+            if not pngs:
+                kind = paths[0].suffix.lstrip(".").upper() or "file without extension"
+                found.rejected.append(f"{_relative(paths[0], run)}: {_not_png(kind, stem)}")
+                status[sid] = "rejected"
+                continue
+            where = _relative(pngs[0], run)
             try:
-                if suffix != ".png":
-                    raise SegalError(_not_png(suffix.lstrip(".").upper() or "file without extension", names[sid]))
-                mask = self._read(path, handoff, sid)
+                mask = self._read(pngs[0], handoff, sid)
             except SegalError as exc:
                 found.rejected.append(f"{where}: {exc}")
                 status[sid] = "rejected"
-                continue
-            if sid in status and status[sid] == "labelled":  # pragma: no cover - one .png per stem
                 continue
             labelled = int((mask != handoff.ignore_index).sum())
             found.annotations.append(Annotation(sid, labelled, torch.from_numpy(mask), source=where))
@@ -306,10 +315,11 @@ def _colour(ids: np.ndarray, handoff: Handoff) -> np.ndarray:
 
 
 def _readme(handoff: Handoff, regions: bool, prelabels: bool) -> str:
-    run = handoff.folder.parent.parent
+    run = handoff.folder.parent.parent.absolute()
     colours = list(handoff.colors)
+    width = max(len(name) for name in handoff.classes)
     classes = "\n".join(
-        f"  {i:>3}  {name}" + ("  (colour {} {} {})".format(*colours[i]) if i < len(colours) else "")
+        f"  {i:>3}  {name:<{width}}" + ("  colour {} {} {}".format(*colours[i]) if i < len(colours) else "")
         for i, name in enumerate(handoff.classes)
     )
     lines = [
