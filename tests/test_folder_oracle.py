@@ -190,7 +190,7 @@ def test_collect_rejects_each_bad_mask_with_one_line(tmp_path: Path) -> None:
     names = {r["id"]: r["file"] for r in tasks(ho.folder)}
     where = lambda sid, ext=".png": f"queries/round-001/masks/{names[sid].removesuffix('.png')}{ext}"
     assert "mask is 8x7 (WxH) but the frame" in lines[where("seq1/0001")] and "is 8x6" in lines[where("seq1/0001")]
-    assert "holds value 7 in 1 pixels; class ids are 0..2 and 255 means not labelled" in lines[where("plain_id")]
+    assert "holds value 7 in 1 pixel; class ids are 0..2 and 255 means not labelled" in lines[where("plain_id")]
     assert "a JPG, not a PNG" in lines[where("odd name?.png", ".jpg")]
     assert "save it as PNG" in lines[where("odd name?.png", ".jpg")]
     assert "a colour (RGB) image" in lines[where("e")]
@@ -238,3 +238,187 @@ def test_an_unwritable_folder_is_one_line(tmp_path: Path) -> None:
     (ho.folder / "images").write_text("a file where the folder goes")
     with pytest.raises(SegalError, match=r"images: cannot write the frames to label"):
         FolderOracle().submit(ho)
+
+
+# -- end to end: segal run --oracle folder on camvid-mini frames ---------------------
+
+CAMVID_CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car", "pedestrian",
+                  "bicyclist"]
+SIZE = (64, 48)  # (W, H): small frames keep the runs fast
+
+
+def camvid_truth(camvid: Path, sample_id: str) -> np.ndarray:
+    """The camvid-mini mask of a train frame at SIZE, void (11) as 255: what a careful
+    annotator would draw."""
+    with Image.open(camvid / "trainannot" / f"{sample_id}.png") as mask:
+        values = np.array(mask.resize(SIZE, Image.Resampling.NEAREST))
+    values[values == 11] = 255
+    return values
+
+
+def camvid_folder(camvid: Path, root: Path, labelled: int, n_train: int = 12) -> Path:
+    """camvid-mini frames at SIZE as a ``folder`` dataset whose train split has masks
+    for its first ``labelled`` frames only."""
+    for split, n in (("train", n_train), ("val", 3), ("test", 3)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "masks" / split).mkdir(parents=True)
+        for i, frame in enumerate(sorted((camvid / split).glob("*.png"))[:n]):
+            with Image.open(frame) as img:
+                img.convert("RGB").resize(SIZE, Image.Resampling.BILINEAR).save(root / "images" / split / frame.name)
+            if split != "train" or i < labelled:
+                with Image.open(camvid / f"{split}annot" / frame.name) as mask:
+                    values = np.array(mask.resize(SIZE, Image.Resampling.NEAREST))
+                values[values == 11] = 255
+                Image.fromarray(values).save(root / "masks" / split / frame.name)
+    (root / "classes.txt").write_text("\n".join(CAMVID_CLASSES) + "\n")
+    return root
+
+
+def run_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["run", "--dataset", "folder", "--data-path", str(data), "--oracle", "folder", "--encoder",
+            "tu-test_resnet", "--epochs", "1", "--min-steps", "0", "--batch-size", "4", "--query-size", "3",
+            "--device", "cpu", "--no-progress", "--out", str(out), *extra]
+
+
+def pending(out: Path) -> dict:
+    import json
+
+    return json.loads((out / "state.json").read_text())["pending"]
+
+
+def annotate(out: Path, camvid: Path, ids: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Play the annotator on the pending round: the true mask with the top row left
+    unlabelled (so it differs from anything the dataset holds), saved as masks/<name>.png."""
+    folder = out / pending(out)["folder"]
+    written = {}
+    for row in tasks(folder):
+        if ids is None or row["id"] in ids:
+            values = camvid_truth(camvid, row["id"])
+            values[0, :] = 255
+            Image.fromarray(values).save(folder / "masks" / row["file"])
+            written[row["id"]] = values
+    return written
+
+
+def assert_trained_on(out: Path, written: dict[str, np.ndarray]) -> None:
+    """The labels the run keeps (labels/, named by state.json) are what was written."""
+    import json
+
+    ledger = json.loads((out / "state.json").read_text())["ledger"]
+    for sid, values in written.items():
+        entry = ledger[sid]
+        assert entry["pixels"] == int((values != 255).sum())
+        assert np.array_equal(np.array(png(out / entry["mask_file"])), values), sid
+
+
+KILL_PLUGIN = '''
+import os, pathlib, time
+import segal_core.rundir as rundir
+
+MARK = pathlib.Path(os.environ["SEGAL_TEST_MARK"])
+_write_mask = rundir.RunDir.write_mask
+
+
+def write_mask(self, *args, **kw):
+    """Stop for good after the first collected label is written, before the commit."""
+    name = _write_mask(self, *args, **kw)
+    MARK.write_text(name)
+    time.sleep(600)
+    return name
+
+
+rundir.RunDir.write_mask = write_mask
+'''
+
+
+def test_a_run_waits_rejects_bad_masks_and_goes_on(
+    tmp_path: Path, camvid_mini: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import signal
+
+    from fakedist import make_distribution
+    from pause_plugin import paused_process, stop
+
+    from segal_core.cli import run_main
+
+    data = camvid_folder(camvid_mini, tmp_path / "data", labelled=4)
+    out = tmp_path / "run"
+    assert run_main(run_args(data, out, "--rounds", "3")) == 75
+    err = capsys.readouterr().err
+    assert "4 with a mask and 8 without" in err and "round 0 waits for labels: 3 queries" in err
+    assert f"save class-id masks as masks/<name>.png" in err and f"segal run --resume {out}" in err
+    folder = out / "queries" / "round-000"
+    rows = tasks(folder)
+    assert len(rows) == 3 and all((folder / "images" / r["file"]).is_file() for r in rows)
+    assert all((folder / "prelabels" / r["file"]).is_file() for r in rows)  # the round-0 model's guess
+
+    # the annotator's first try: another size, a class that does not exist, a JPEG
+    first = [r["id"] for r in rows]
+    small = camvid_truth(camvid_mini, first[0])[:40]
+    Image.fromarray(small).save(folder / "masks" / rows[0]["file"])
+    wrong = camvid_truth(camvid_mini, first[1])
+    wrong[3, 3] = 42
+    Image.fromarray(wrong).save(folder / "masks" / rows[1]["file"])
+    Image.fromarray(camvid_truth(camvid_mini, first[2])).save(folder / "masks" / rows[2]["file"].replace(".png", ".jpg"))
+    before = snapshot(folder / "masks")
+    assert run_main(["run", "--resume", str(out), "--no-progress"]) == 75
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("rejected: ")]
+    assert {line.split(": ")[1] for line in lines} == {
+        f"queries/round-000/masks/{rows[0]['file']}", f"queries/round-000/masks/{rows[1]['file']}",
+        f"queries/round-000/masks/{rows[2]['file'].replace('.png', '.jpg')}",
+    }
+    assert "mask is 64x40 (WxH) but the frame" in err and "holds value 42 in 1 pixel;" in err
+    assert "save it as PNG" in err and "0 of 3 in, 3 rejected, 3 missing" in err and "Traceback" not in err
+    assert snapshot(folder / "masks") == before  # nothing the annotator wrote is touched
+
+    # fixed: round 0's labels go in, round 1 trains and waits in turn
+    written = annotate(out, camvid_mini)
+    assert run_main(["run", "--resume", str(out), "--no-progress"]) == 75
+    assert "round 1 waits for labels: 3 queries" in capsys.readouterr().err
+    assert_trained_on(out, written)
+    assert pending(out)["folder"] == "queries/round-001"
+    written.update(annotate(out, camvid_mini))
+
+    # kill -9 while the labels are entered (one written to labels/, nothing committed)
+    state = (out / "state.json").read_bytes()
+    plugin = make_distribution(tmp_path / "plugin", "segal-test-kill", {"segal_test_kill": KILL_PLUGIN},
+                               {"segal_test_kill": "segal_test_kill"})
+    sent = {k: v for k, v in snapshot(out / "queries").items() if not k.endswith("tasks.csv")}
+    proc = paused_process(plugin, "", tmp_path / "mark", "run", "--resume", str(out), "--no-progress")
+    proc.send_signal(signal.SIGKILL)
+    stop(proc)
+    assert proc.returncode == -signal.SIGKILL
+    assert (tmp_path / "mark").read_text().startswith("labels/")  # killed with a label written, uncommitted
+    assert (out / "state.json").read_bytes() == state  # still waiting for round 1
+    after = snapshot(out / "queries")
+    assert all(after[k] == v for k, v in sent.items())  # the frames and masks as they were
+
+    # resumed again: nothing lost, the run finishes on exactly what was written
+    assert run_main(["run", "--resume", str(out), "--no-progress"]) == 0
+    assert_trained_on(out, written)
+    import json
+
+    records = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [r["labeled"] for r in records] == [4, 7, 10]
+    assert [r["labels"]["labelled"] for r in records[:2]] == [3, 3]
+
+
+def test_a_pool_without_masks_asks_for_a_random_seed_set(
+    tmp_path: Path, camvid_mini: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from segal_core.cli import run_main
+
+    data = camvid_folder(camvid_mini, tmp_path / "data", labelled=0)
+    out = tmp_path / "run"
+    assert run_main(run_args(data, out, "--rounds", "2", "--seed-ratio", "0.25")) == 75
+    err = capsys.readouterr().err
+    assert "0 with a mask and 12 without" in err and "the seed set waits for labels: 3 queries" in err
+    folder = out / "queries" / "round-seed"
+    rows = tasks(folder)
+    assert len(rows) == 3 and {r["score"] for r in rows} == {""}  # a random draw: no scores
+    assert not (folder / "prelabels").exists()  # no model yet
+    written = annotate(out, camvid_mini)
+    assert run_main(["run", "--resume", str(out), "--no-progress"]) == 75  # round 0 waits in turn
+    assert "round 0 waits for labels" in capsys.readouterr().err
+    assert_trained_on(out, written)

@@ -253,8 +253,10 @@ class FolderOracle(WaitingOracle):
         if bad.any():
             wrong = np.unique(values[bad])
             shown = ", ".join(str(int(v)) for v in wrong[:5]) + (" ..." if len(wrong) > 5 else "")
+            count = int(bad.sum())
             raise SegalError(
-                f"holds value{'s' if len(wrong) > 1 else ''} {shown} in {int(bad.sum())} pixels; class ids are "
+                f"holds value{'s' if len(wrong) > 1 else ''} {shown} in {count} pixel{'s' if count > 1 else ''}; "
+                "class ids are "
                 f"0..{classes - 1} and {handoff.ignore_index} means not labelled (see README.txt)"
             )
         if not (values != handoff.ignore_index).any():
