@@ -134,10 +134,10 @@ class FolderOracle(WaitingOracle):
                 f"{exc.filename or folder}: cannot write the frames to label ({exc.strerror or exc}); "
                 "free space or fix the permissions, then run segal run --resume again"
             ) from None
-        what = "regions of frames" if regions else "frames"
+        where = " (only the areas shown in regions/)" if regions else ""
         # the core adds what to run next (segal run --resume RUN)
         return (
-            f"{len(handoff.queries)} {what} to label in {folder}: save class-id masks as masks/<name>.png, "
+            f"{len(handoff.queries)} frames to label{where} in {folder}: save class-id masks as masks/<name>.png, "
             "see README.txt there"
         )
 
@@ -205,7 +205,9 @@ class FolderOracle(WaitingOracle):
                 continue
             pngs = [p for p in paths if p.suffix.lower() == ".png"]
             for path in pngs[1:]:
-                found.rejected.append(f"{_relative(path, run)}: a second mask for {sid!r} beside {pngs[0].name}; keep one")
+                found.rejected.append(
+                    f"{_relative(path, run)}: a second mask for {sid!r} beside {pngs[0].name}; keep one"
+                )
             if not pngs:
                 kind = paths[0].suffix.lstrip(".").upper() or "file without extension"
                 found.rejected.append(f"{_relative(paths[0], run)}: {_not_png(kind, stem)}")
