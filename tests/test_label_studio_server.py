@@ -1,0 +1,206 @@
+"""--oracle label-studio against a real Label Studio server (tests/lsserver.py starts
+it): the test plays the annotator through the API, brush and polygon annotations on
+the imported tasks, and checks the masks pixel for pixel."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segal_core import Handoff, Query, SegalError
+from segal_core.testing import RandomImages
+from segal_label_studio import LabelStudioOracle
+from segal_label_studio.labelconfig import label_config
+from segal_label_studio.rle import decode_alpha
+
+from lsserver import Server, server_or_skip
+
+IGNORE = 255
+
+
+@pytest.fixture(scope="session")
+def ls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from server_or_skip(tmp_path_factory.mktemp("label-studio"))
+
+
+@pytest.fixture
+def pool() -> RandomImages:
+    return RandomImages(6, sizes=[(20, 30), (24, 16)], num_classes=3)
+
+
+def handoff(folder: Path, pool: RandomImages, ids: list[str], round: int = 0,  # noqa: A002
+            predict: Any = None) -> Handoff:
+    folder.mkdir(parents=True, exist_ok=True)
+    return Handoff(round=round, queries=[Query(sid, 1.0 - i / 10) for i, sid in enumerate(ids)], pool=pool,
+                   folder=folder, classes=list(pool.classes), colors=[(200, 0, 0), (0, 200, 0), (0, 0, 200)],
+                   ignore_index=IGNORE, predict=predict)
+
+
+def sdk_brush(ls: Server, label: str, mask: np.ndarray) -> dict[str, Any]:
+    """A brush result encoded by label-studio-sdk's own encoder (in the server's
+    environment), as the browser would send it: not by SegAL's encoder."""
+    code = ("import json,sys,numpy as np\nfrom label_studio_sdk.converter.brush import mask2rle\n"
+            "m=np.array(json.load(sys.stdin),dtype=np.uint8)*255\nprint(json.dumps([int(b) for b in mask2rle(m)]))")
+    out = subprocess.run([str(ls.sdk_python()), "-c", code], input=json.dumps(mask.astype(int).tolist()),
+                         capture_output=True, text=True, check=True)
+    h, w = mask.shape
+    return {"from_name": "brush", "to_name": "image", "type": "brushlabels", "original_width": w,
+            "original_height": h, "image_rotation": 0,
+            "value": {"format": "rle", "rle": json.loads(out.stdout), "brushlabels": [label]}}
+
+
+def rect_polygon(label: str, x0: int, y0: int, x1: int, y1: int, h: int, w: int) -> dict[str, Any]:
+    """A polygon on whole pixel corners, in percent (covers columns x0..x1-1, rows y0..y1-1)."""
+    pts = [[100 * x / w, 100 * y / h] for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))]
+    return {"from_name": "polygon", "to_name": "image", "type": "polygonlabels", "original_width": w,
+            "original_height": h, "image_rotation": 0,
+            "value": {"points": pts, "closed": True, "polygonlabels": [label]}}
+
+
+def record(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "label-studio.json").read_text())
+
+
+def test_submit_imports_tasks_once_and_collect_reads_masks_exactly(ls: Server, pool: RandomImages,
+                                                                   tmp_path: Path) -> None:
+    ids = [pool.ids[0], pool.ids[1], pool.ids[2]]
+    predict = lambda sid: pool.mask(pool.index_of(sid))  # noqa: E731
+    h0 = handoff(tmp_path / "run" / "queries" / "round-000", pool, ids, predict=predict)
+    oracle = LabelStudioOracle(url=ls.url, token=ls.token)
+    line = oracle.submit(h0)
+    rec = record(h0.folder)
+    pid = rec["project"]
+    assert line.startswith("3 tasks in Label Studio project 'SegAL run'") and f"/projects/{pid}/data" in line
+    assert sorted(rec["tasks"]) == sorted(ids)
+
+    # a submit repeated (a crash before the core committed) makes no second set of tasks
+    assert oracle.submit(h0).startswith("3 tasks, 0 new in Label Studio")
+    tasks = {t["id"]: t for t in ls.tasks(pid)}
+    assert len(tasks) == 3 and record(h0.folder)["tasks"] == rec["tasks"]
+
+    # each task: the uploaded image, SegAL's fields, the prediction as a brush pre-annotation
+    for sid, tid in rec["tasks"].items():
+        task = tasks[tid]
+        assert task["data"]["segal_id"] == sid and task["data"]["segal_round"] == 0
+        assert task["data"]["image"].startswith("/data/upload/")
+        (pred,) = ls.api("GET", f"/api/predictions/?task={tid}")
+        h, w = pool.image_size(pool.index_of(sid))
+        drawn = np.full((h, w), IGNORE)
+        for result in pred["result"]:
+            drawn[decode_alpha(result["value"]["rle"], h, w) >= 128] = pool.classes.index(
+                result["value"]["brushlabels"][0])
+        assert np.array_equal(drawn, pool.mask(pool.index_of(sid)).numpy())
+    png = ls.get_bytes(tasks[rec["tasks"][ids[0]]]["data"]["image"])
+    served = torch.from_numpy(np.array(Image.open(BytesIO(png)))).permute(2, 0, 1)
+    assert torch.equal(served, pool.image(0))
+
+    # the annotator: ids[0] brush + overlapping polygon (two annotations, the later counts);
+    # ids[1] a polygon only; ids[2] skipped (counts as missing)
+    a, b, c = (rec["tasks"][sid] for sid in ids)
+    h, w = 20, 30
+    rng = np.random.default_rng(3)
+    blob = rng.random((h, w)) < 0.4
+    ls.annotate(a, [rect_polygon("class2", 0, 0, 30, 20, h, w)])  # older, replaced below
+    ls.annotate(a, [sdk_brush(ls, "class0", blob), rect_polygon("class1", 5, 2, 17, 11, h, w)])
+    hb, wb = 24, 16
+    ls.annotate(b, [rect_polygon("class2", 3, 4, 12, 20, hb, wb)])
+    ls.annotate(c, [], cancelled=True)
+
+    got = oracle.collect(h0)
+    assert got.rejected == []
+    by_id = {ann.sample_id: ann for ann in got.annotations}
+    assert sorted(by_id) == [ids[0], ids[1]]
+    expected_a = np.full((h, w), IGNORE)
+    expected_a[blob] = 0
+    expected_a[2:11, 5:17] = 1  # the polygon comes later in the result list: it wins
+    assert np.array_equal(by_id[ids[0]].mask.numpy(), expected_a)
+    assert by_id[ids[0]].labeled_pixels == int((expected_a != IGNORE).sum())
+    assert by_id[ids[0]].mask.dtype == torch.int64
+    expected_b = np.full((hb, wb), IGNORE)
+    expected_b[4:20, 3:12] = 2
+    assert np.array_equal(by_id[ids[1]].mask.numpy(), expected_b)
+    assert f"/projects/{pid}/data?task={a}" in (by_id[ids[0]].source or "")
+    # collect reads only: a second call gives the same
+    again = oracle.collect(h0)
+    assert [(x.sample_id, x.labeled_pixels) for x in again.annotations] == [
+        (x.sample_id, x.labeled_pixels) for x in got.annotations]
+
+    # labels that arrive on tasks SegAL did not make for this round are rejected lines
+    ls.api("POST", f"/api/projects/{pid}/import", [{"data": {"image": tasks[a]["data"]["image"]}}])
+    copy = {**tasks[b]["data"]}
+    ls.api("POST", f"/api/projects/{pid}/import", [{"data": copy}])
+    new = [t for t in ls.tasks(pid) if t["id"] not in tasks]
+    assert len(new) == 2
+    for task in new:
+        ls.annotate(task["id"], [rect_polygon("class0", 0, 0, 4, 4, h, w)])
+    got = oracle.collect(h0)
+    assert sorted(x.sample_id for x in got.annotations) == [ids[0], ids[1]]
+    assert len(got.rejected) == 2
+    assert any("a task SegAL did not create" in line for line in got.rejected)
+    assert any(f"{ids[1]!r} is not a task SegAL made for this round" in line for line in got.rejected)
+
+    # the next round goes to the same project; the seed-set style round has no predictions
+    h1 = handoff(tmp_path / "run" / "queries" / "round-001", pool, [pool.ids[3]], round=1)
+    oracle.submit(h1)
+    assert record(h1.folder)["project"] == pid and record(h1.folder)["run"] == rec["run"]
+    (task,) = [t for t in ls.tasks(pid) if t["id"] == record(h1.folder)["tasks"][pool.ids[3]]]
+    assert task["data"]["segal_round"] == 1 and ls.api("GET", f"/api/predictions/?task={task['id']}") == []
+
+
+def test_personal_access_token_works_like_the_legacy_one(ls: Server, pool: RandomImages, tmp_path: Path) -> None:
+    pat = ls.personal_token()
+    oracle = LabelStudioOracle(url=ls.url, token=pat)
+    h = handoff(tmp_path / "pat" / "queries" / "round-seed", pool, [pool.ids[4]], round=-1)
+    assert oracle.submit(h).startswith("1 tasks in Label Studio project 'SegAL pat'")
+    (tid,) = record(h.folder)["tasks"].values()
+    ls.annotate(tid, [rect_polygon("class1", 0, 0, 30, 20, 20, 30)])
+    (ann,) = oracle.collect(h).annotations
+    assert ann.labeled_pixels == 600 and bool((ann.mask == 1).all())
+
+
+def test_bad_token_is_one_line_and_nothing_is_written(ls: Server, pool: RandomImages, tmp_path: Path) -> None:
+    h = handoff(tmp_path / "bad" / "queries" / "round-000", pool, [pool.ids[0]])
+    for token in ("not-the-token", "eyJhbGciOiJIUzI1NiJ9.eyJ0b2tlbl90eXBlIjoicmVmcmVzaCJ9.c2ln"):
+        with pytest.raises(SegalError, match=f"token=: Label Studio at {ls.url} refused the token") as err:
+            LabelStudioOracle(url=ls.url, token=token).submit(h)
+        assert "\n" not in str(err.value)
+    assert not (h.folder / "label-studio.json").exists()
+
+
+def test_projects_whose_labels_do_not_match_are_refused(ls: Server, pool: RandomImages, tmp_path: Path) -> None:
+    colors = [(0, 0, 0)] * 4
+    other = ls.api("POST", "/api/projects/", {"title": "not segal", "label_config": label_config(
+        ["class0", "class1", "tree", "class9"], colors)})
+    h = handoff(tmp_path / "mismatch" / "queries" / "round-000", pool, [pool.ids[0]])
+    for project in (str(other["id"]), "not segal"):
+        with pytest.raises(SegalError, match=(
+                f"project={project}: Label Studio project {other['id']} \\('not segal'\\) at .*: its labels do not "
+                "match the dataset's classes \\(brush: missing class2; extra tree, class9 \\| polygon: ")):
+            LabelStudioOracle(url=ls.url, token=ls.token, project=project).submit(h)
+    with pytest.raises(SegalError, match="project=987654: no project 987654 on .* that this token can see"):
+        LabelStudioOracle(url=ls.url, token=ls.token, project="987654").submit(h)
+    assert ls.tasks(other["id"]) == []
+    # a title nobody has: created with SegAL's config
+    oracle = LabelStudioOracle(url=ls.url, token=ls.token, project="a new one")
+    assert oracle.submit(h).startswith("1 tasks in Label Studio project 'a new one'")
+
+
+def test_a_collect_whose_project_is_gone_says_so(ls: Server, pool: RandomImages, tmp_path: Path) -> None:
+    h = handoff(tmp_path / "gone" / "queries" / "round-000", pool, [pool.ids[5]])
+    oracle = LabelStudioOracle(url=ls.url, token=ls.token)
+    oracle.submit(h)
+    ls.api("DELETE", f"/api/projects/{record(h.folder)['project']}/")
+    with pytest.raises(SegalError, match="label-studio.json: Label Studio project .* is gone from"):
+        oracle.collect(h)
+    with pytest.raises(urllib.error.HTTPError):
+        ls.api("GET", f"/api/projects/{record(h.folder)['project']}/")
