@@ -170,7 +170,7 @@ def test_collect_accepts_good_masks_pixel_for_pixel(tmp_path: Path) -> None:
 
 
 def test_collect_rejects_each_bad_mask_with_one_line(tmp_path: Path) -> None:
-    ho = handoff(tmp_path, ids=[*IDS, "e", "f", "g"])
+    ho = handoff(tmp_path, ids=[*IDS, "e", "f", "g", "h", "j"])
     oracle = FolderOracle()
     oracle.submit(ho)
     write_mask(ho, "seq1/0001", labels(1, (H + 1, W)))  # another size
@@ -181,13 +181,16 @@ def test_collect_rejects_each_bad_mask_with_one_line(tmp_path: Path) -> None:
     write_mask(ho, "e", np.stack([labels(4)] * 3, axis=-1))  # RGB
     write_mask(ho, "f", labels(5), fmt="JPEG")  # a JPEG named .png
     write_mask(ho, "g", np.full((H, W), 255, np.uint8))  # nothing labelled
+    Image.fromarray(labels(6)).convert("LA").save(ho.folder / "masks" / "h.png")  # with transparency
+    write_mask(ho, "j", labels(8))
+    write_mask(ho, "j", labels(8), suffix=".PNG")  # two PNGs for one frame: the second is named, the first used
     Image.fromarray(labels(6)).save(ho.folder / "masks" / "stranger.png")  # never queried
     (ho.folder / "masks" / ".~lock.tmp").write_bytes(b"an editor's own file")  # hidden: skipped
     before = snapshot(ho.folder / "masks")
     found = oracle.collect(ho)
-    assert found.annotations == []
+    assert [a.sample_id for a in found.annotations] == ["j"]
     lines = {line.split(":", 1)[0]: line for line in found.rejected}
-    assert len(found.rejected) == 7 and all("\n" not in line for line in found.rejected)
+    assert len(found.rejected) == 9 and all("\n" not in line for line in found.rejected)
     names = {r["id"]: r["file"] for r in tasks(ho.folder)}
     where = lambda sid, ext=".png": f"queries/round-001/masks/{names[sid].removesuffix('.png')}{ext}"
     assert "mask is 8x7 (WxH) but the frame" in lines[where("seq1/0001")] and "is 8x6" in lines[where("seq1/0001")]
@@ -197,6 +200,8 @@ def test_collect_rejects_each_bad_mask_with_one_line(tmp_path: Path) -> None:
     assert "a colour (RGB) image" in lines[where("e")]
     assert "a JPEG file named .png, not a PNG" in lines[where("f")]
     assert "holds no label" in lines[where("g")]
+    assert "an image with transparency (LA)" in lines[where("h")]
+    assert "a second mask for 'j' beside j.PNG; keep one" in lines[where("j")]
     assert "no frame 'stranger' was queried" in lines["queries/round-001/masks/stranger.png"]
     assert snapshot(ho.folder / "masks") == before  # never modified or removed
     assert {r["id"]: r["status"] for r in tasks(ho.folder)}["plain_id"] == "rejected"

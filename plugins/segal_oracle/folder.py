@@ -251,7 +251,7 @@ class FolderOracle(WaitingOracle):
                 f"{width}x{height}; label the frame as written there, at its size"
             )
         classes = len(handoff.classes)
-        bad = (values >= classes) & (values != handoff.ignore_index)
+        bad = ((values < 0) | (values >= classes)) & (values != handoff.ignore_index)
         if bad.any():
             wrong = np.unique(values[bad])
             shown = ", ".join(str(int(v)) for v in wrong[:5]) + (" ..." if len(wrong) > 5 else "")
