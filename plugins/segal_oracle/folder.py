@@ -132,7 +132,7 @@ class FolderOracle(WaitingOracle):
         except OSError as exc:
             raise SegalError(
                 f"{exc.filename or folder}: cannot write the frames to label ({exc.strerror or exc}); "
-                "free space or fix the permissions, then run segal run --resume again"
+                f"free space or fix the permissions, then run: segal run --resume {folder.parent.parent}"
             ) from None
         where = " (only the areas shown in regions/)" if regions else ""
         # the core adds what to run next (segal run --resume RUN)
