@@ -170,6 +170,8 @@ def prepare_run(
     else:  # sizes in pixels
         seed_size = pixel_budget(config.seed_ratio, None, sum(areas))
         query_size = 0 if config.full else pixel_budget(config.query_ratio, config.query_pixels, sum(areas))
+    if masked is not None and any(masked) and not config.full:  # the frames with a mask are the seed set
+        seed_size = masked.count(True) if unit.whole_image else sum(a for a, m in zip(areas, masked) if m)
 
     model_config = ModelConfig(
         num_classes=len(splits.classes),

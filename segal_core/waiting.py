@@ -191,12 +191,12 @@ def collect(run: Run) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     handoff = _handoff(pending.round, _pending_queries(pending, run.pool, run.maps), run.pool, folder, None)
     good, rejected = checked_labels(handoff, cast(WaitingOracle, oracle).collect(handoff), run.config.oracle)
-    for line in rejected:
-        log.warning(f"rejected: {line}")
     missing = [sid for sid in pending.ids if sid not in good]
     partial = bool(getattr(oracle, "accept_partial", False))
     if missing and not (partial and good):
-        raise pending_error(run, arrived=len(good), rejected=rejected)
+        raise pending_error(run, arrived=len(good), rejected=rejected)  # carries the rejected lines
+    for line in rejected:
+        log.warning(f"rejected: {line}")
     entered = _enter(run, pending, handoff, good)
     if pending.round >= 0:
         record = run.history[pending.round]
