@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -76,15 +75,13 @@ def test_rle_mask_alpha_and_bad_streams() -> None:
 
 
 def _by_centres(points: np.ndarray, height: int, width: int) -> np.ndarray:
-    """An independent check of the rule for convex polygons given clockwise in image
-    coordinates: a centre is inside when it is on the inner side of every edge, with
-    left/top edges inclusive (a second implementation of the same rule)."""
+    """A second implementation of the rule, for convex polygons listed clockwise on
+    screen (y down): a centre is inside when it is strictly on the inner side of every
+    edge; on an edge, inside for left edges (going up) and top edges (going right)."""
     ys, xs = np.mgrid[0:height, 0:width] + 0.5
     inside = np.ones((height, width), dtype=bool)
     for (x0, y0), (x1, y1) in zip(points, np.roll(points, -1, axis=0)):
         cross = (x1 - x0) * (ys - y0) - (y1 - y0) * (xs - x0)
-        # clockwise on screen (y down): inside is cross > 0; on the edge, inside for
-        # edges going up (left side) or right-to-left... decided by the half-open rule
         on_edge_inside = (y1 < y0) or (y1 == y0 and x1 > x0)
         inside &= (cross > 0) | ((cross == 0) & on_edge_inside)
     return inside
@@ -106,7 +103,8 @@ def test_polygon_rules_shared_edges_and_triangles() -> None:
     a, b = fill_polygon(left, height, width), fill_polygon(right, height, width)
     assert not (a & b).any() and (a | b).all()
     triangle = np.array([[1.3, 2.2], [14.6, 5.1], [4.4, 13.7]])
-    assert np.array_equal(fill_polygon(triangle, height, width), _by_centres(triangle, height, width))
+    filled = fill_polygon(triangle, height, width)
+    assert np.array_equal(filled, _by_centres(triangle, height, width)) and filled.sum() > 40
     assert not fill_polygon(np.array([[1, 1], [5, 5]], dtype=float), height, width).any()
     outside = fill_polygon(np.array([[-5, -5], [40, -5], [40, 40], [-5, 40]], dtype=float), height, width)
     assert outside.all()
@@ -247,4 +245,3 @@ def test_registered_under_both_names() -> None:
     registry = load_plugins().registry
     assert registry.oracle("label-studio") is LabelStudioOracle
     assert registry.oracle("label_studio") is LabelStudioOracle
-    assert torch.tensor(0).item() == 0

@@ -5,6 +5,7 @@ the imported tasks, and checks the masks pixel for pixel."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import urllib.error
 from collections.abc import Iterator
@@ -204,3 +205,86 @@ def test_a_collect_whose_project_is_gone_says_so(ls: Server, pool: RandomImages,
         oracle.collect(h)
     with pytest.raises(urllib.error.HTTPError):
         ls.api("GET", f"/api/projects/{record(h.folder)['project']}/")
+
+
+# -- segal run end to end ----------------------------------------------------------------
+
+
+def _ledger_masks(out: Path) -> dict[str, np.ndarray]:
+    ledger = json.loads((out / "state.json").read_text())["ledger"]
+    return {sid: np.array(Image.open(out / e["mask_file"])) for sid, e in ledger.items() if e.get("mask_file")}
+
+
+def _draw(ls: Server, out: Path, round_folder: str, classes: list[str], seed: int) -> dict[str, np.ndarray]:
+    """Play the annotator on every task of a round: a brush blob of one class and a
+    rectangle polygon of another on top; returns the masks that must come back."""
+    rec = record(out / "queries" / round_folder)
+    drawn = {}
+    rng = np.random.default_rng(seed)
+    for k, (sid, tid) in enumerate(sorted(rec["tasks"].items())):
+        blob = rng.random((32, 32)) < 0.5
+        expected = np.full((32, 32), IGNORE)
+        expected[blob] = k % len(classes)
+        expected[4:20, 8:30] = (k + 1) % len(classes)
+        ls.annotate(tid, [sdk_brush(ls, classes[k % len(classes)], blob),
+                          rect_polygon(classes[(k + 1) % len(classes)], 8, 4, 30, 20, 32, 32)])
+        drawn[sid] = expected
+    return drawn
+
+
+def test_segal_run_waits_for_label_studio_and_goes_on(ls: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from cycle_helpers import TINY_ARGS, history
+
+    from segal_core.cli import run_main
+    from segal_synthetic import CLASSES
+
+    classes = list(CLASSES)
+    out = tmp_path / "e2e"
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", ls.token)
+    args = ["run", *TINY_ARGS, "--oracle", "label-studio", "--rounds", "3", "--out", str(out)]
+
+    # the server is down when round 0 queries: one line, exit 2, the run resumable
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("LABEL_STUDIO_URL", f"http://127.0.0.1:{port}")
+    assert run_main(args) == 2
+    err = capsys.readouterr().err
+    assert f"url=http://127.0.0.1:{port}: no Label Studio answers there" in err and "Traceback" not in err
+    monkeypatch.setenv("LABEL_STUDIO_URL", ls.url)
+    assert run_main(["run", "--resume", str(out), "--no-progress"]) == 75
+    err = capsys.readouterr().err
+    assert "round 0 waits for labels: 4 queries" in err and "4 tasks in Label Studio project 'SegAL e2e'" in err
+    assert f"segal run --resume {out}" in err
+    assert ls.token not in (out / "config.json").read_text()  # from the environment: not written down
+
+    drawn = _draw(ls, out, "round-000", classes, seed=0)
+    assert run_main(["run", "--resume", str(out), "--no-progress"]) == 75
+    assert "round 1 waits for labels: 4 queries" in capsys.readouterr().err
+    kept = _ledger_masks(out)
+    for sid, mask in drawn.items():
+        assert np.array_equal(kept[sid], mask), sid
+
+    # round 1: an empty annotation, a skipped task and a label on a task SegAL did not make
+    rec = record(out / "queries" / "round-001")
+    tids = [tid for _, tid in sorted(rec["tasks"].items())]
+    ls.annotate(tids[0], [])
+    ls.annotate(tids[1], [], cancelled=True)
+    ls.api("POST", f"/api/projects/{rec['project']}/import", [{"data": {"image": "/data/upload/none.png"}}])
+    (foreign,) = [t for t in ls.tasks(rec["project"]) if "segal_id" not in t["data"]]
+    ls.annotate(foreign["id"], [rect_polygon(classes[0], 0, 0, 4, 4, 32, 32)])
+    assert run_main(["run", "--resume", str(out), "--no-progress"]) == 75
+    err = capsys.readouterr().err
+    rejected = [line for line in err.splitlines() if line.startswith("rejected: ")]
+    assert len(rejected) == 2 and "Traceback" not in err
+    assert any("the annotation labels no pixel" in line for line in rejected)
+    assert any("a task SegAL did not create" in line for line in rejected)
+    assert "0 of 4 in, 2 rejected, 4 missing" in err
+
+    drawn.update(_draw(ls, out, "round-001", classes, seed=1))  # later annotations replace the empty one
+    assert run_main(["run", "--resume", str(out), "--no-progress"]) == 0
+    kept = _ledger_masks(out)
+    for sid, mask in drawn.items():
+        assert np.array_equal(kept[sid], mask), sid
+    assert [r["labeled"] for r in history(out)] == [4, 8, 12]
