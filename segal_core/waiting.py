@@ -299,9 +299,11 @@ class LabelStatus:
 
 
 def label_status(out: Path | str, *, plugins: Plugins | None = None) -> LabelStatus:
-    """Where the run in ``out`` stands, without training or writing anything but
-    the region cache: for a round waiting for labels, the oracle's :meth:`collect`
-    is asked what arrived and every label is checked as ``--resume`` would."""
+    """Where the run in ``out`` stands, without training and without changing the
+    run's state: for a round waiting for labels, the oracle's :meth:`collect` is
+    asked what arrived (an oracle may refresh its own status files, such as the
+    folder oracle's ``tasks.csv``; a region unit may fill its map cache) and every
+    label is checked as ``--resume`` would."""
     from .config import RunConfig
     from .plugins import load_plugins
     from .prepare import _load_splits, cache_name, check_settings
