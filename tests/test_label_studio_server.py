@@ -150,12 +150,15 @@ def test_submit_imports_tasks_once_and_collect_reads_masks_exactly(ls: Server, p
     assert any("a task SegAL did not create" in line for line in got.rejected)
     assert any(f"{ids[1]!r} is not a task SegAL made for this round" in line for line in got.rejected)
 
-    # the next round goes to the same project; the seed-set style round has no predictions
-    h1 = handoff(tmp_path / "run" / "queries" / "round-001", pool, [pool.ids[3]], round=1)
+    # the next round goes to the same project, its predictions under the same model
+    # version (the only one Label Studio shows as pre-annotations)
+    h1 = handoff(tmp_path / "run" / "queries" / "round-001", pool, [pool.ids[3]], round=1, predict=predict)
     oracle.submit(h1)
     assert record(h1.folder)["project"] == pid and record(h1.folder)["run"] == rec["run"]
     (task,) = [t for t in ls.tasks(pid) if t["id"] == record(h1.folder)["tasks"][pool.ids[3]]]
-    assert task["data"]["segal_round"] == 1 and ls.api("GET", f"/api/predictions/?task={task['id']}") == []
+    assert task["data"]["segal_round"] == 1
+    (pred,) = ls.api("GET", f"/api/predictions/?task={task['id']}")
+    assert pred["model_version"] == ls.api("GET", f"/api/projects/{pid}/")["model_version"] == "segal"
 
 
 def test_personal_access_token_works_like_the_legacy_one(ls: Server, pool: RandomImages, tmp_path: Path) -> None:
@@ -164,6 +167,7 @@ def test_personal_access_token_works_like_the_legacy_one(ls: Server, pool: Rando
     h = handoff(tmp_path / "pat" / "queries" / "round-seed", pool, [pool.ids[4]], round=-1)
     assert oracle.submit(h).startswith("1 tasks in Label Studio project 'SegAL pat'")
     (tid,) = record(h.folder)["tasks"].values()
+    assert ls.api("GET", f"/api/predictions/?task={tid}") == []  # the seed set: no model, no pre-annotation
     ls.annotate(tid, [rect_polygon("class1", 0, 0, 30, 20, 20, 30)])
     (ann,) = oracle.collect(h).annotations
     assert ann.labeled_pixels == 600 and bool((ann.mask == 1).all())

@@ -20,10 +20,14 @@ from .client import LabelStudio, LabelStudioError, NotFound
 from .labelconfig import ConfigView, label_config, read_config
 from .masks import LabelError, annotation_mask, latest_annotation, prediction_results
 
-__all__ = ["RECORD", "LabelStudioOracle"]
+__all__ = ["MODEL_VERSION", "RECORD", "LabelStudioOracle"]
 
 #: The record of a round's tasks, in the round's query folder.
 RECORD = "label-studio.json"
+#: The predictions' model version, the same every round: Label Studio shows as
+#: pre-annotations only the predictions of the project's model version (set from the
+#: first import), so a version per round would hide every round's but the first.
+MODEL_VERSION = "segal"
 #: Images uploaded (and tasks imported) per request.
 BATCH = 16
 _TITLE_MIN, _TITLE_MAX = 3, 50
@@ -240,7 +244,7 @@ class LabelStudioOracle(WaitingOracle):
                 if self.prelabel and handoff.predict is not None and view.brush is not None:
                     guess = handoff.predict(query.sample_id).detach().cpu().numpy()
                     task["predictions"] = [{
-                        "model_version": f"segal-round-{handoff.round}",
+                        "model_version": MODEL_VERSION,
                         "score": float(query.score) if query.score is not None else 0.0,
                         "result": prediction_results(guess, handoff.classes, view.brush, view.image_name),
                     }]
