@@ -152,13 +152,38 @@ def test_submit_imports_tasks_once_and_collect_reads_masks_exactly(ls: Server, p
 
     # the next round goes to the same project, its predictions under the same model
     # version (the only one Label Studio shows as pre-annotations)
-    h1 = handoff(tmp_path / "run" / "queries" / "round-001", pool, [pool.ids[3]], round=1, predict=predict)
+    h1 = handoff(tmp_path / "run" / "queries" / "round-001", pool, [pool.ids[3], pool.ids[5]], round=1,
+                 predict=predict)
+    area = torch.zeros(24, 16, dtype=torch.bool)
+    area[2:10, 3:12] = True
+    h1.queries[1].area, h1.queries[1].regions = area, [7]
     oracle.submit(h1)
-    assert record(h1.folder)["project"] == pid and record(h1.folder)["run"] == rec["run"]
-    (task,) = [t for t in ls.tasks(pid) if t["id"] == record(h1.folder)["tasks"][pool.ids[3]]]
+    rec1 = record(h1.folder)
+    assert rec1["project"] == pid and rec1["run"] == rec["run"]
+    (task,) = [t for t in ls.tasks(pid) if t["id"] == rec1["tasks"][pool.ids[3]]]
     assert task["data"]["segal_round"] == 1
     (pred,) = ls.api("GET", f"/api/predictions/?task={task['id']}")
     assert pred["model_version"] == ls.api("GET", f"/api/projects/{pid}/")["model_version"] == "segal"
+
+    # a region query: the frame dimmed outside the area, the pre-annotation inside it only
+    (task,) = [t for t in ls.tasks(pid) if t["id"] == rec1["tasks"][pool.ids[5]]]
+    served = np.array(Image.open(BytesIO(ls.get_bytes(task["data"]["image"])))).transpose(2, 0, 1)
+    frame = pool.image(5).numpy()
+    inside = area.numpy()
+    assert np.array_equal(served[:, inside], frame[:, inside])
+    assert np.array_equal(served[:, ~inside], np.round(frame[:, ~inside] * 0.4).astype(np.uint8))
+    (pred,) = ls.api("GET", f"/api/predictions/?task={task['id']}")
+    drawn = np.full((24, 16), IGNORE)
+    for result in pred["result"]:
+        drawn[decode_alpha(result["value"]["rle"], 24, 16) >= 128] = pool.classes.index(
+            result["value"]["brushlabels"][0])
+    assert np.array_equal(drawn, np.where(inside, pool.mask(5).numpy(), IGNORE))
+
+    # a task deleted in Label Studio: its label cannot arrive, said in one line
+    ls.api("DELETE", f"/api/tasks/{rec1['tasks'][pool.ids[3]]}/")
+    got = oracle.collect(h1)
+    assert got.annotations == [] and len(got.rejected) == 2  # and the task SegAL did not create, still there
+    assert f"({pool.ids[3]}): the task was deleted in Label Studio" in got.rejected[0]
 
 
 def test_personal_access_token_works_like_the_legacy_one(ls: Server, pool: RandomImages, tmp_path: Path) -> None:

@@ -33,14 +33,34 @@ BATCH = 16
 _TITLE_MIN, _TITLE_MAX = 3, 50
 
 
-def _png(image: torch.Tensor) -> bytes:
-    """A ``[3, H, W]`` uint8 or 0..1 float image as PNG bytes."""
-    from PIL import Image
+#: Outside a region query's area the uploaded frame is dimmed to this brightness, so
+#: annotators see what to label (the whole frame stays visible for context).
+DIM = 0.4
 
+
+def _uint8(image: torch.Tensor) -> torch.Tensor:
+    """A ``[3, H, W]`` uint8 or 0..1 float image as uint8."""
     img = image.detach().cpu()
     if img.is_floating_point():
         img = (img.clamp(0, 1) * 255).round()
-    array = img.to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    return img.to(torch.uint8)
+
+
+def _shown(image: torch.Tensor, area: torch.Tensor | None) -> torch.Tensor:
+    """The frame as annotators get it: as it is, or for a region query dimmed to
+    :data:`DIM` outside the area."""
+    img = _uint8(image)
+    if area is None:
+        return img
+    dim = (img.to(torch.float32) * DIM).round().to(torch.uint8)
+    return torch.where(area.to("cpu", torch.bool).unsqueeze(0), img, dim)
+
+
+def _png(image: torch.Tensor) -> bytes:
+    """A ``[3, H, W]`` uint8 image as PNG bytes."""
+    from PIL import Image
+
+    array = image.permute(1, 2, 0).contiguous().numpy()
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -232,7 +252,7 @@ class LabelStudioOracle(WaitingOracle):
         pool = handoff.pool
         for start in range(0, len(todo), BATCH):
             batch = todo[start:start + BATCH]
-            images = [pool.image(pool.index_of(q.sample_id)) for _, q in batch]
+            images = [_shown(pool.image(pool.index_of(q.sample_id)), q.area) for _, q in batch]
             urls = client.upload(pid, [(_file_name(rank, q.sample_id), _png(img))
                                        for (rank, q), img in zip(batch, images)])
             tasks = []
@@ -243,6 +263,8 @@ class LabelStudioOracle(WaitingOracle):
                 }}
                 if self.prelabel and handoff.predict is not None and view.brush is not None:
                     guess = handoff.predict(query.sample_id).detach().cpu().numpy()
+                    if query.area is not None:  # pre-label the area only: what to look at
+                        guess = np.where(query.area.cpu().numpy(), guess, -1)
                     task["predictions"] = [{
                         "model_version": MODEL_VERSION,
                         "score": float(query.score) if query.score is not None else 0.0,
@@ -276,11 +298,17 @@ class LabelStudioOracle(WaitingOracle):
         queried = {q.sample_id for q in handoff.queries}
         client = self._client()
         try:
-            tasks = client.export(pid, all_tasks=False)
+            tasks = client.export(pid, all_tasks=True)
         except NotFound:
             raise SegalError(f"{path}: Label Studio project {pid} is gone from {self.url} (deleted, or this token "
                              "cannot see it); restore it or point url=/token= at the server that holds it") from None
         out = Collected()
+        present = {int(t.get("id", 0)) for t in tasks}
+        for sid, tid in sorted(record["tasks"].items()):
+            if int(tid) not in present and sid in queried:
+                out.rejected.append(f"{self._task_url(pid, int(tid))} ({sid}): the task was deleted in Label Studio, "
+                                    "so its label cannot arrive; resume with --oracle-opt accept_partial=true to "
+                                    "go on without it")
         pool = handoff.pool
         for task in sorted(tasks, key=lambda t: int(t.get("id", 0))):
             tid = int(task.get("id", 0))
