@@ -245,3 +245,41 @@ def test_registered_under_both_names() -> None:
     registry = load_plugins().registry
     assert registry.oracle("label-studio") is LabelStudioOracle
     assert registry.oracle("label_studio") is LabelStudioOracle
+
+
+def test_a_silent_server_and_a_web_server_that_is_not_label_studio(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    from segal_label_studio.client import LabelStudio
+
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        with pytest.raises(SegalError, match="did not answer GET /api/projects/ within 1 s; .* timeout=SECONDS"):
+            LabelStudio(f"http://127.0.0.1:{port}", "abc", timeout=1).projects()
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = b"<html>hello</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(SegalError, match=f"url={url}: the server there does not answer like Label Studio"):
+            LabelStudioOracle(url=url, token="abc").submit(_handoff(tmp_path / "r" / "queries" / "round-000",
+                                                                    RandomImages(2)))
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -114,8 +114,13 @@ class LabelStudio:
                 payload = response.read()
         except urllib.error.HTTPError as exc:
             self._refuse(exc.code, _detail(exc.read()), method, path)
-        except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError, OSError) as exc:
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, TimeoutError):
+                raise Unreachable(
+                    f"--oracle-opt url={self.url}: Label Studio did not answer {method} {path.split('?')[0]} "
+                    f"within {self.timeout:g} s; try again, or allow longer with --oracle-opt timeout=SECONDS"
+                ) from None
             raise Unreachable(
                 f"--oracle-opt url={self.url}: no Label Studio answers there ({reason}); start the server "
                 "(label-studio start) or fix url= (or LABEL_STUDIO_URL), then run again"
