@@ -7,7 +7,7 @@ also changed incompatibly between 1.x and 2.x. The handful of endpoints used her
 the same across Label Studio 1.x releases.
 
 Tokens: a *legacy* token (``Authorization: Token ...``) or a *personal access token*
-(a JWT refresh token, Label Studio 1.16 and later): it is exchanged at
+(a JWT refresh token, what current Label Studio versions hand out): it is exchanged at
 ``/api/token/refresh/`` for a short-lived access token (``Authorization: Bearer ...``),
 renewed once when the server answers 401.
 """
