@@ -288,6 +288,15 @@ def test_segal_run_waits_for_label_studio_and_goes_on(ls: Server, tmp_path: Path
     assert f"segal run --resume {out}" in err
     assert ls.token not in (out / "config.json").read_text()  # from the environment: not written down
 
+    # a wrong token when the labels are collected: one line, the run still waits
+    state = (out / "state.json").read_bytes()
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "not-the-token")
+    assert run_main(["run", "--resume", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"token=: Label Studio at {ls.url} refused the token" in err and "Traceback" not in err
+    assert (out / "state.json").read_bytes() == state
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", ls.token)
+
     drawn = _draw(ls, out, "round-000", classes, seed=0)
     assert run_main(["run", "--resume", str(out), "--no-progress"]) == 75
     assert "round 1 waits for labels: 4 queries" in capsys.readouterr().err
