@@ -96,6 +96,19 @@ def test_polygon_rectangle_on_pixel_corners_is_exact() -> None:
     assert np.array_equal(fill_polygon(pts, height, width), expected)
 
 
+def test_polygon_centres_on_edges_count_for_left_and_top_edges_only() -> None:
+    height, width = 6, 8
+    expected = np.zeros((height, width), dtype=bool)
+    expected[0:3, 0:4] = True  # centres x = 0.5 (left edge: in) .. 3.5; 4.5 is on the right edge: out
+    rect = np.array([[0.5, 0.5], [4.5, 0.5], [4.5, 3.5], [0.5, 3.5]])
+    assert np.array_equal(fill_polygon(rect, height, width), expected)
+    assert np.array_equal(fill_polygon(rect[::-1], height, width), expected)  # either direction
+    left = np.array([[0, 0], [4.5, 0], [4.5, 6], [0, 6]])
+    right = np.array([[4.5, 0], [8, 0], [8, 6], [4.5, 6]])
+    a, b = fill_polygon(left, height, width), fill_polygon(right, height, width)
+    assert not (a & b).any() and (a | b).all() and b[:, 4].all()  # on the shared edge: the right one's left edge
+
+
 def test_polygon_rules_shared_edges_and_triangles() -> None:
     height, width = 16, 16
     left = np.array([[0, 0], [8, 0], [8, 16], [0, 16]], dtype=float)
@@ -283,3 +296,11 @@ def test_a_silent_server_and_a_web_server_that_is_not_label_studio(tmp_path: Pat
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_brush_pixel_counts_from_alpha_128() -> None:
+    rgba = np.zeros((2, 3, 4), dtype=np.int64)
+    rgba[..., 3] = [[0, 1, 127], [128, 200, 255]]  # soft stroke edges
+    result = {"type": "brushlabels", "original_width": 3, "original_height": 2,
+              "value": {"format": "rle", "rle": encode(rgba.ravel()), "brushlabels": ["sky"]}}
+    assert annotation_mask([result], CLASSES, 2, 3, 255).tolist() == [[255, 255, 255], [2, 2, 2]]
