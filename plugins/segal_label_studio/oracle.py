@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 import urllib.parse
@@ -267,7 +268,8 @@ class LabelStudioOracle(WaitingOracle):
                         guess = np.where(query.area.cpu().numpy(), guess, -1)
                     task["predictions"] = [{
                         "model_version": MODEL_VERSION,
-                        "score": float(query.score) if query.score is not None else 0.0,
+                        "score": float(query.score) if query.score is not None and math.isfinite(query.score)
+                        else 0.0,
                         "result": prediction_results(guess, handoff.classes, view.brush, view.image_name),
                     }]
                 tasks.append(task)
