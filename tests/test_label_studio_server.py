@@ -198,13 +198,13 @@ def test_personal_access_token_works_like_the_legacy_one(ls: Server, pool: Rando
     assert ann.labeled_pixels == 600 and bool((ann.mask == 1).all())
 
 
-def test_bad_token_is_one_line_and_nothing_is_written(ls: Server, pool: RandomImages, tmp_path: Path) -> None:
+def test_bad_token_is_one_line_and_nothing_is_made(ls: Server, pool: RandomImages, tmp_path: Path) -> None:
     h = handoff(tmp_path / "bad" / "queries" / "round-000", pool, [pool.ids[0]])
     for token in ("not-the-token", "eyJhbGciOiJIUzI1NiJ9.eyJ0b2tlbl90eXBlIjoicmVmcmVzaCJ9.c2ln"):
         with pytest.raises(SegalError, match=f"token=: Label Studio at {ls.url} refused the token") as err:
             LabelStudioOracle(url=ls.url, token=token).submit(h)
         assert "\n" not in str(err.value)
-    assert not (h.folder / "label-studio.json").exists()
+    assert set(record(h.folder)) == {"run"}  # the run's key only: no project, no task
 
 
 def test_projects_whose_labels_do_not_match_are_refused(ls: Server, pool: RandomImages, tmp_path: Path) -> None:

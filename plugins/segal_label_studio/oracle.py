@@ -242,6 +242,9 @@ class LabelStudioOracle(WaitingOracle):
         record = _read_record(path) or {}
         key = record.get("run") if isinstance(record.get("run"), str) else None
         key = key or self._run_key(handoff.folder.parent.parent) or uuid.uuid4().hex[:12]
+        if record.get("run") != key:  # kept before a project is made: a repeated submit finds it by key
+            record["run"] = key
+            _write_record(path, record)
         client = self._client()
         project, view = self._project(client, handoff, key, record)
         pid = int(project["id"])
