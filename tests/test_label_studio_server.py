@@ -297,7 +297,11 @@ def test_segal_run_waits_for_label_studio_and_goes_on(ls: Server, tmp_path: Path
     assert (out / "state.json").read_bytes() == state
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", ls.token)
 
+    assert run_main(["status", str(out)]) == 75
+    assert "0 of 4 in, 0 rejected, 4 missing" in capsys.readouterr().out
     drawn = _draw(ls, out, "round-000", classes, seed=0)
+    assert run_main(["status", str(out)]) == 0
+    assert "4 of 4 in" in capsys.readouterr().out
     assert run_main(["run", "--resume", str(out), "--no-progress"]) == 75
     assert "round 1 waits for labels: 4 queries" in capsys.readouterr().err
     kept = _ledger_masks(out)
