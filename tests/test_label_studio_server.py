@@ -220,9 +220,12 @@ def test_projects_whose_labels_do_not_match_are_refused(ls: Server, pool: Random
     with pytest.raises(SegalError, match="project=987654: no project 987654 on .* that this token can see"):
         LabelStudioOracle(url=ls.url, token=ls.token, project="987654").submit(h)
     assert ls.tasks(other["id"]) == []
-    # a title nobody has: created with SegAL's config
-    oracle = LabelStudioOracle(url=ls.url, token=ls.token, project="a new one")
+    # a title nobody has: created with SegAL's config; prelabel=false: no pre-annotation
+    oracle = LabelStudioOracle(url=ls.url, token=ls.token, project="a new one", prelabel=False)
+    h.predict = lambda sid: pool.mask(pool.index_of(sid))
     assert oracle.submit(h).startswith("1 tasks in Label Studio project 'a new one'")
+    (tid,) = record(h.folder)["tasks"].values()
+    assert ls.api("GET", f"/api/predictions/?task={tid}") == []
 
 
 def test_a_collect_whose_project_is_gone_says_so(ls: Server, pool: RandomImages, tmp_path: Path) -> None:

@@ -115,7 +115,7 @@ class LabelStudioOracle(WaitingOracle):
         self,
         url: str | None = None,
         token: str | None = None,
-        project: str | None = None,
+        project: str | int | None = None,
         prelabel: bool = True,
         timeout: float = 60.0,
         accept_partial: bool = False,
@@ -137,7 +137,7 @@ class LabelStudioOracle(WaitingOracle):
             raise SegalError(f"--oracle-opt timeout={timeout}: must be a positive number of seconds")
         self.url = url.rstrip("/")
         self.token = token
-        self.project = (project or "").strip() or None
+        self.project = str(project).strip() if project is not None and str(project).strip() else None
         self.prelabel = bool(prelabel)
         self.timeout = float(timeout)
 
