@@ -20,10 +20,11 @@ def _hex(color: Sequence[int]) -> str:
 
 def label_config(classes: Sequence[str], colors: Sequence[Sequence[int]]) -> str:
     """A config with the image, brush labels and polygon labels, one label per class
-    (in class order, the class colour as its background)."""
+    (in class order, the class colour as its background; grey for a class without one)."""
     labels = "\n".join(
-        f"    <Label value={quoteattr(str(name))} background={quoteattr(_hex(color))}/>"
-        for name, color in zip(classes, colors)
+        f"    <Label value={quoteattr(str(name))} "
+        f"background={quoteattr(_hex(colors[i] if i < len(colors) else (128, 128, 128)))}/>"
+        for i, name in enumerate(classes)
     )
     return (
         "<View>\n"
