@@ -39,6 +39,8 @@ _EXPORTS = {
     "WaitingOracle": "oracle",
     "LabelsPending": "errors",
     "WAITING_EXIT": "errors",
+    "LabelStatus": "waiting",
+    "label_status": "waiting",
     "DISABLE_ENV": "plugins",
     "ENTRY_POINT_GROUP": "plugins",
     "PluginError": "plugins",
@@ -79,6 +81,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .plugins import DISABLE_ENV, ENTRY_POINT_GROUP, PluginError, PluginInfo, Plugins, load_plugins, registry
     from .registration import Registry
     from .run import Run
+    from .waiting import LabelStatus, label_status
     from .strategy import (
         REDUCTIONS,
         MonteCarloStrategy,

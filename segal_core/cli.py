@@ -16,7 +16,7 @@ from click.core import ParameterSource
 
 from .cliopts import RunOption
 from .config import OPTION_MAPS, RunConfig, load_config_file
-from .errors import SegalError
+from .errors import WAITING_EXIT, LabelsPending, SegalError
 from .options import parse_pairs
 from .plugins import DISABLE_ENV, Plugins, load_plugins
 from .rundir import RunDir
@@ -96,7 +96,10 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--cache",), "cache", {"is_flag": True, "help": "Decode the dataset once into memory (fast epochs)."}),
     (("--full",), "full", {"is_flag": True, "help": "Train once on the whole pool (the full-data baseline)."}),
     (("--out",), "out", {"help": "New run folder (default runs/DATASET-STRATEGY-sSEED-TIME)."}),
-    (("--resume",), "resume", {"help": "Continue the run in this folder from its last completed round."}),
+    (("--resume",), "resume", {"help": "Continue the run in this folder from its last completed round "
+                               "(a run waiting for labels collects them first)."}),
+    (("--dry-run",), "dry_run", {"is_flag": True, "help": "With --resume: say where the run stands and how many "
+                                 "labels are in (segal status), without training."}),
     (("--no-progress",), "no_progress", {"is_flag": True, "help": "No progress bars."}),
     (("--nproc-per-node",), "nproc_per_node", {"type": int, "help": "Run on N processes of this machine "
                                                "(torch's launcher; see docs/distributed.md)."}),
@@ -106,7 +109,7 @@ RUN_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
 _FIELD = {"dataset_opt": "dataset_options", "model_opt": "model_options",
           "strategy_opt": "strategy_options", "oracle_opt": "oracle_options", "unit_opt": "unit_options"}
 # CLI dests that are not RunConfig fields.
-_NOT_FIELDS = ("resume", "no_progress", "config_file", "nproc_per_node")
+_NOT_FIELDS = ("resume", "no_progress", "config_file", "dry_run", "nproc_per_node")
 
 
 def _given(ctx: click.Context, name: str) -> bool:
@@ -194,6 +197,11 @@ def _make_run_command(plugins: Plugins) -> click.Command:
         pairs = _config_values(params, given)
         _check_flag_clashes(plugin_given, pairs, plugin_options)
         command_line = _merge(pairs, plugin_given)
+        if params["dry_run"] and not params["resume"]:
+            raise SegalError("--dry-run goes with --resume DIR (where a run stands); a new run has nothing to show")
+        if params["resume"] and params["dry_run"]:
+            _print_status(Path(params["resume"]), plugins, as_json=False)
+            return
         if params["resume"]:
             if params["config_file"] is not None:
                 raise SegalError(
@@ -314,6 +322,36 @@ def report_command(runs: tuple[Path, ...], out: Path, metric: str, x_axis: str, 
     click.echo(f"wrote {out / 'report.html'}, {out / 'report.png'}, {out / 'report.md'}, {out / 'report.csv'}")
 
 
+def _print_status(run_dir: Path, plugins: Plugins, *, as_json: bool) -> None:
+    """``segal status``: where a run stands; exits with 75 while labels are missing."""
+    from .waiting import label_status
+
+    status = label_status(run_dir, plugins=plugins)
+    if as_json:
+        click.echo(json.dumps(status.to_json(), indent=2))
+    else:
+        for line in status.lines():
+            click.echo(line)
+    if status.waiting:
+        raise click.exceptions.Exit(WAITING_EXIT)
+
+
+def _make_status_command(plugins: Plugins) -> click.Command:
+    def callback(run_dir: Path, as_json: bool) -> None:
+        _print_status(run_dir, plugins, as_json=as_json)
+
+    return click.Command(
+        "status",
+        callback=callback,
+        params=[
+            click.Argument(["run_dir"], type=click.Path(path_type=Path)),
+            click.Option(["--json", "as_json"], is_flag=True, help="Machine-readable output."),
+        ],
+        help="Where a run stands: rounds committed, labelled samples and, for a round waiting for labels, how "
+        "many are in (checked as --resume would). Trains nothing. Exit status 75 while labels are missing.",
+    )
+
+
 def build_cli(plugins: Plugins) -> click.Group:
     """The ``segal`` group for this set of plugins (plugins may add commands)."""
 
@@ -330,6 +368,7 @@ def build_cli(plugins: Plugins) -> click.Group:
 
     cli.add_command(_make_run_command(plugins))
     cli.add_command(_make_plugins_command(plugins))
+    cli.add_command(_make_status_command(plugins))
     cli.add_command(report_command)
     plugins.call("segal_cli_commands", cli=cli)
     return cli
@@ -388,7 +427,8 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status. User mistakes print one line, no traceback.
 
     Exit status: 0 done, 1 a write failed, 2 a user mistake (:class:`SegalError`), 3 a plugin failed in a
-    hook, 130 interrupted by SIGINT, 143 by SIGTERM (both resumable).
+    hook, 75 the run waits for labels (:class:`LabelsPending`; resume when they are in), 130 interrupted by
+    SIGINT, 143 by SIGTERM (both resumable).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     prepare_environment()  # before torch loads its OpenMP runtime: see segal_core.threads
@@ -446,7 +486,16 @@ def _run_command(args: list[str], rank: int) -> int:
     try:
         plugins = load_plugins(blocked=blocked_from_argv(args))
         cli = build_cli(plugins)
-        cli.main(args=args, prog_name="segal", standalone_mode=False)
+        status = cli.main(args=args, prog_name="segal", standalone_mode=False)
+        if isinstance(status, int) and not isinstance(status, bool):  # click.exceptions.Exit's code
+            return status
+    except LabelsPending as exc:  # not an error: the run waits for annotators
+        if rank != 0:  # under torchrun rank 0 says it
+            return exc.exit_code
+        for line in exc.rejected:
+            click.echo(f"rejected: {one_line(SegalError(line))}", err=True)
+        click.echo(f"waiting: {one_line(SegalError(exc.message))}", err=True)
+        return exc.exit_code
     except SegalError as exc:
         if rank == 0:  # under torchrun rank 0 says it (another rank's mistake included)
             click.echo(f"error: {one_line(exc)}", err=True)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from .config import OPTION_MAPS, RunConfig
 from .distributed import World, agree, check_same_settings, joined, writer_lock
-from .errors import SegalError
+from .errors import LabelsPending, SegalError
 from .plugins import Plugins, load_plugins
 from .prepare import check_settings, default_out, prepare_run
 from .progress import Bars
@@ -25,6 +25,10 @@ from .rounds import one_round, seed_ledger, summary_line
 from .run import Echo, Run, _quiet
 from .rundir import RunDir, RunState
 from .shadow import ShadowRunDir, read_snapshot
+from .sharding import on_writer_labels
+from .waiting import collect, pending_error
+
+collect = on_writer_labels(collect)  # under torchrun rank 0 collects; the others get the ledger
 
 __all__ = ["default_out", "prepare_run", "resume_run", "run_cycle", "summary_line"]
 
@@ -36,8 +40,14 @@ IfExists = Literal["error", "resume", "replace"]
 def _loop(run: Run) -> list[dict[str, Any]]:
     bars = Bars(enabled=run.config.progress and run.world.is_writer)
     try:
+        if run.state.pending is not None:  # a round waits for labels: collect them
+            collect(run)  # raises LabelsPending while some are missing
+            run.world.on_writer(lambda: run.rundir.commit(run.state, run.history))
         if run.state.completed_rounds == 0 and not run.state.ledger:
             seed_ledger(run)
+            if run.state.pending is not None:  # the seed set went to annotators
+                run.world.on_writer(lambda: run.rundir.commit(run.state, run.history))
+                raise pending_error(run, first=True)
         run.call("segal_run_start")
         while not run.state.finished:
             round = run.state.completed_rounds
@@ -52,13 +62,16 @@ def _loop(run: Run) -> list[dict[str, Any]]:
                 ledger=run.state.ledger,
                 checkpoint=checkpoint,
                 finished=not record["queried"],
+                pending=run.state.pending,
             )
             run.world.on_writer(lambda: run.rundir.commit(run.state, run.history))
             run.echo(summary_line(record))
             run.call("segal_round_end", record=record)
+            if run.state.pending is not None:
+                raise pending_error(run, first=True)
         run.call("segal_run_end", history=run.history)
-    except KeyboardInterrupt as exc:
-        exc.run_dir = run.out  # type: ignore[attr-defined]  # for the CLI's message
+    except (KeyboardInterrupt, LabelsPending) as exc:
+        exc.run_dir = run.out  # type: ignore[union-attr]  # for the CLI's message
         raise
     finally:
         bars.close()
@@ -158,7 +171,11 @@ def _resume(
             if key in merged:  # options given again add to the run's own
                 merged[key] = {**getattr(saved, key), **merged[key]}
         wanted = replace(saved, **merged)
-        diff = saved.differences(wanted)
+        # accept_partial is decided at collection time, run by run: it may differ
+        strip = lambda c: replace(  # noqa: E731
+            c, oracle_options={k: v for k, v in c.oracle_options.items() if k != "accept_partial"}
+        )
+        diff = strip(saved).differences(strip(wanted))
         if diff:
             shown = ", ".join(f"{k} (run: {getattr(saved, k)!r}, given: {getattr(wanted, k)!r})" for k in diff)
             raise SegalError(f"--resume {out}: options differ from the run's config.json: {shown}; drop them to resume")
@@ -168,7 +185,10 @@ def _resume(
     if run.state.finished:
         log.info(f"run {out} is already complete ({run.state.completed_rounds} rounds)")
         return run.history
-    if saved.full:
+    if run.state.pending is not None:
+        what = "the seed set" if run.state.pending.round < 0 else f"round {run.state.pending.round}"
+        log.info(f"resuming {out}: collecting the labels of {what} from --oracle {saved.oracle}")
+    elif saved.full:
         log.info(f"resuming the full-data run {out}: training on the whole pool ({len(run.pool)} samples)")
     else:
         log.info(f"resuming {out} at round {run.state.completed_rounds} ({len(run.state.ledger)} labelled)")

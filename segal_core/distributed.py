@@ -230,6 +230,9 @@ SINGLE = World()
 
 
 def _exit_code(exc: BaseException) -> int:
+    code = getattr(exc, "exit_code", None)
+    if isinstance(code, int) and not isinstance(code, bool):  # SegalError, LabelsPending (75)
+        return code
     if isinstance(exc, SegalError):
         return int(getattr(exc, "exit_code", 2))
     if isinstance(exc, KeyboardInterrupt):

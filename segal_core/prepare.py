@@ -175,11 +175,14 @@ def prepare_run(
             f"start at most {len(splits.train)} (each process scores a share of the pool)"
         )
     areas = [h * w for h, w in (splits.train.image_size(i) for i in range(len(splits.train)))]
+    masked = _check_pool_masks(config, splits.train, oracle)
     if unit.whole_image:
         seed_size, query_size = run_sizes(config, len(splits.train))
     else:  # sizes in pixels
         seed_size = pixel_budget(config.seed_ratio, None, sum(areas))
         query_size = 0 if config.full else pixel_budget(config.query_ratio, config.query_pixels, sum(areas))
+    if masked is not None and any(masked) and not config.full:  # the frames with a mask are the seed set
+        seed_size = masked.count(True) if unit.whole_image else sum(a for a, m in zip(areas, masked) if m)
 
     model_config = ModelConfig(
         num_classes=len(splits.classes),
@@ -213,8 +216,9 @@ def prepare_run(
         query_size=query_size,
         echo=echo,
         unit=unit,
-        maps=RegionMaps(unit, splits.train, out / "regions" / _cache_name(unit), write=world.is_writer),
+        maps=RegionMaps(unit, splits.train, out / "regions" / cache_name(unit), write=world.is_writer),
         pool_areas=areas,
+        pool_masked=masked,
         world=world,
     )
     if existing is None:
@@ -251,6 +255,29 @@ def prepare_run(
     return run
 
 
+def _check_pool_masks(config: RunConfig, pool: Dataset, oracle: Any) -> list[bool] | None:
+    """Which pool frames have a mask (``None``: all). A pool with frames nobody
+    labelled needs an oracle that waits for annotators, and cannot train --full."""
+    masked = [bool(pool.has_mask(i)) for i in range(len(pool))]
+    if all(masked):
+        return None
+    lacking = masked.count(False)
+    first = pool.ids[masked.index(False)]
+    if not getattr(oracle, "waits", False):
+        raise SegalError(
+            f"--oracle {config.oracle}: {lacking} of {len(pool)} pool frames have no mask (the first: {first!r}), "
+            "and the ground truth cannot label them; let a person label them with --oracle folder "
+            "(or --oracle label-studio), or give every frame a mask"
+        )
+    if config.full:
+        raise SegalError(
+            f"--full trains on every pool frame, but {lacking} of {len(pool)} have no mask (the first: {first!r}); "
+            "drop --full, or give every frame a mask"
+        )
+    log.info(f"pool: {len(pool) - lacking} of {len(pool)} frames have a mask; the others wait for the oracle")
+    return masked
+
+
 def _check_unit(config: RunConfig, unit: QueryUnit, strategy: Strategy) -> None:
     """Unit, strategy and sizes that fit together, before any data is read."""
     if unit.whole_image:
@@ -264,7 +291,7 @@ def _check_unit(config: RunConfig, unit: QueryUnit, strategy: Strategy) -> None:
         strategy.score_regions(RegionContext(pool=None, model=None, generator=None, unit=unit))  # type: ignore[arg-type]
 
 
-def _cache_name(unit: QueryUnit) -> str:
+def cache_name(unit: QueryUnit) -> str:
     """A folder name per unit and options (another --unit-opt, other regions)."""
     import hashlib
 

@@ -7,6 +7,7 @@ round's record (one line of ``history.jsonl``).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -16,17 +17,20 @@ from typing import Any
 import torch
 
 from . import sharding
-from .dataset import DatasetView
+from .dataset import Dataset, DatasetView
 from .errors import ContractError, SegalError
 from .regions import RegionMaps
 from .model import EvalResult, Model, Progress, TrainResult
-from .oracle import Annotation
+from .oracle import Annotation, Oracle, Query
 from .run import Run
 from .rundir import LedgerEntry
 from .sharding import on_writer_labels
 from .strategy import PoolContext, RegionContext
+from .waiting import submit
 
 __all__ = ["label", "label_regions", "next_query_size", "one_round", "seed_ledger", "summary_line"]
+
+log = logging.getLogger("segal")
 
 
 def _finite(x: float | None) -> float | None:
@@ -51,10 +55,18 @@ def _phase(run: Run, round: int, name: str, seconds: dict[str, float], action: C
 # -- labels ------------------------------------------------------------------------
 
 
-def label(run: Run, round: int, ids: Sequence[str]) -> list[Annotation]:
-    """Ask the oracle for ``ids`` and enter the answers in the ledger (partial masks
-    are written to ``labels/`` and kept in memory)."""
-    annotations = run.oracle.label(ids, run.pool)
+def label(run: Run, round: int, ids: Sequence[str], scores: Sequence[float] | None = None,
+          oracle: Oracle | None = None) -> list[Annotation]:
+    """Ask the oracle (``oracle``, else the run's) for ``ids`` and enter the answers
+    in the ledger (partial masks are written to ``labels/`` and kept in memory). A
+    waiting oracle is handed the queries instead (:func:`segal_core.waiting.submit`):
+    nothing is labelled yet and the answer is empty."""
+    oracle = oracle or run.oracle
+    if oracle.waits:
+        points = list(scores) if scores is not None else [None] * len(ids)
+        submit(run, round, [Query(sample_id=sid, score=s) for sid, s in zip(ids, points)])
+        return []
+    annotations = oracle.label(ids, run.pool)
     if [a.sample_id for a in annotations] != list(ids):
         raise SegalError(f"--oracle {run.config.oracle}: returned labels for other ids than queried")
     for ann in annotations:
@@ -71,16 +83,43 @@ def label(run: Run, round: int, ids: Sequence[str]) -> list[Annotation]:
 label = on_writer_labels(label)  # under torchrun rank 0 labels; the others get the ledger
 
 
+class _DatasetMasks(Oracle):
+    """The pool's own masks, for a seed set drawn from frames that have one (a run
+    whose later rounds a waiting oracle labels)."""
+
+    name = "the dataset's masks"
+
+    def label(self, ids: Sequence[str], pool: Dataset) -> list[Annotation]:
+        out = []
+        for sid in ids:
+            labelled = int((pool.mask(pool.index_of(sid)) != pool.ignore_index).sum())
+            out.append(Annotation(sample_id=sid, labeled_pixels=labelled))
+        return out
+
+
 def seed_ledger(run: Run) -> None:
     """Label the seed set, drawn with ``--seed``: ``seed_size`` pool samples, or with a
     region unit random regions (whole images with ``--seed-unit image``) worth
-    ``seed_size`` pixels."""
+    ``seed_size`` pixels.
+
+    A pool whose frames have masks only in part (``Dataset.has_mask``) seeds with
+    exactly those frames; a pool without any asks the (waiting) oracle for the random
+    draw. A waiting oracle's run on a pool with every mask seeds from those masks."""
     pool = run.pool
     gen = torch.Generator().manual_seed(run.config.seed)
+    have = run.pool_masked
+    seeder: Oracle | None = None
+    if have is not None and any(have):
+        chosen = [pool.ids[i] for i, ok in enumerate(have) if ok]
+        log.info(f"seed set: the {len(chosen)} pool frames that have a mask ({len(have) - len(chosen)} without)")
+        label(run, -1, chosen, oracle=_DatasetMasks())
+        return
+    if have is None and run.oracle.waits:
+        seeder = _DatasetMasks()
     if not run.regional or run.config.full:
         count = len(pool) if run.config.full else run.seed_size
         order = torch.randperm(len(pool), generator=gen)[:count].tolist()
-        label(run, -1, [pool.ids[i] for i in sorted(order)])
+        label(run, -1, [pool.ids[i] for i in sorted(order)], oracle=seeder)
     elif run.config.seed_unit == "image":
         chosen, pixels = [], 0
         for i in torch.randperm(len(pool), generator=gen).tolist():
@@ -88,20 +127,26 @@ def seed_ledger(run: Run) -> None:
                 break
             chosen.append(i)
             pixels += run.pool_areas[i]
-        label(run, -1, [pool.ids[i] for i in sorted(chosen)])
+        label(run, -1, [pool.ids[i] for i in sorted(chosen)], oracle=seeder)
     else:
         from .regions import random_regions
 
         assert run.maps is not None
         picks = random_regions(pool, run.maps, budget=run.seed_size, labelled={}, generator=gen)
-        label_regions(run, -1, [(pool.ids[p.index], p.region) for p in picks])
+        label_regions(run, -1, [(pool.ids[p.index], p.region) for p in picks], oracle=seeder)
 
 
-def label_regions(run: Run, round: int, picks: Sequence[tuple[str, int]]) -> list[Annotation]:
-    """Ask the oracle for the picked ``(id, region)`` pairs, one request per image
-    (the union of its regions), and merge the answers into the ledger: an image
-    gains regions round after round; its mask accumulates."""
+def label_regions(
+    run: Run, round: int, picks: Sequence[tuple[str, int]], scores: Sequence[float] | None = None,
+    oracle: Oracle | None = None,
+) -> list[Annotation]:
+    """Ask the oracle (``oracle``, else the run's) for the picked ``(id, region)``
+    pairs, one request per image (the union of its regions), and merge the answers
+    into the ledger: an image gains regions round after round; its mask accumulates.
+    A waiting oracle is handed one query per image instead (its score: the best of
+    its regions'); the answer is empty."""
     assert run.maps is not None
+    oracle = oracle or run.oracle
     pool = run.pool
     wanted: dict[str, list[int]] = {}
     for sid, region in picks:
@@ -110,7 +155,16 @@ def label_regions(run: Run, round: int, picks: Sequence[tuple[str, int]]) -> lis
     for sid, regions in wanted.items():
         region_map = run.maps(pool.index_of(sid))
         requests.append((sid, torch.isin(region_map, torch.tensor(regions))))
-    annotations = run.oracle.label_regions(requests, pool)
+    if oracle.waits:
+        best: dict[str, float] = {}
+        for (sid, _), score in zip(picks, scores if scores is not None else [None] * len(picks)):
+            if score is not None:
+                best[sid] = max(best.get(sid, score), score)
+        submit(run, round, [
+            Query(sample_id=sid, score=best.get(sid), area=area, regions=sorted(wanted[sid])) for sid, area in requests
+        ])
+        return []
+    annotations = oracle.label_regions(requests, pool)
     if [a.sample_id for a in annotations] != list(wanted):
         raise SegalError(f"--oracle {run.config.oracle}: returned labels for other ids than queried")
     for (sid, area), ann in zip(requests, annotations):
@@ -240,7 +294,9 @@ def _query_regions(
     regions = [p.region for p in picks]
     run.call("segal_after_scoring", round=round, ids=ids, scores=torch.tensor(scores), regions=regions)
     run.call("segal_after_query", round=round, queried=ids, scores=scores, regions=regions)
-    annotations = _phase(run, round, "label", seconds, lambda: label_regions(run, round, list(zip(ids, regions))))
+    annotations = _phase(
+        run, round, "label", seconds, lambda: label_regions(run, round, list(zip(ids, regions)), scores)
+    )
     run.call("segal_after_label", round=round, annotations=annotations)
     return ids, scores, regions
 
@@ -274,7 +330,7 @@ def _query(run: Run, round: int, k: int, seconds: dict[str, float], bars: Progre
 
     queried, picked_scores = _phase(run, round, "select", seconds, select)
     run.call("segal_after_query", round=round, queried=queried, scores=picked_scores, regions=None)
-    annotations = _phase(run, round, "label", seconds, lambda: label(run, round, queried))
+    annotations = _phase(run, round, "label", seconds, lambda: label(run, round, queried, picked_scores))
     run.call("segal_after_label", round=round, annotations=annotations)
     return queried, picked_scores
 
@@ -333,7 +389,9 @@ def one_round(run: Run, round: int, bars: Progress) -> dict[str, Any]:
         queried, scores = query(run, round, k, seconds, bars)
     seconds["total"] = time.perf_counter() - started
     pool_size = len(run.pool)
-    extra = {"queried_regions": regions} if run.regional else {}
+    extra: dict[str, Any] = {"queried_regions": regions} if run.regional else {}
+    if queried and run.state.pending is not None:
+        extra["labels"] = {"oracle": run.config.oracle, "waiting": True}
     return {
         "round": round,
         "labeled": labelled_before,

@@ -77,6 +77,9 @@ class Run:
     maps: RegionMaps | None = field(default=None, repr=False)
     #: Each pool image's pixel count (height x width), in pool order.
     pool_areas: list[int] = field(default_factory=list, repr=False)
+    #: Which pool frames have a ground-truth mask (``Dataset.has_mask``), in pool
+    #: order; ``None`` when every frame has one.
+    pool_masked: list[bool] | None = field(default=None, repr=False)
     world: World = field(default_factory=lambda: SINGLE, repr=False)
 
     @property

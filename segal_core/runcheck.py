@@ -61,7 +61,8 @@ _RECORD_OPTIONAL: Mapping[str, Any] = {
     "val_per_class_iou": dict[str, _Number | None],
     "seconds": dict[str, _Number],
     "train": dict[str, Any],
-    "world_size": int,  # processes the round ran on (torchrun); absent before 0.3
+    "labels": dict[str, Any],
+    "world_size": int,  # processes the round ran on (torchrun)
 }
 _PNG_MODES = ("L", "I;16", "I;16B", "I;16L", "I")
 
@@ -152,7 +153,41 @@ def check_state(data: Any, file: Path, version: int) -> dict[str, Any]:
     ledger = data["ledger"]
     if not isinstance(ledger, dict):
         raise damaged(file, "'ledger' is not a table of sample ids")
-    return {"completed_rounds": rounds, "finished": finished, "checkpoint": checkpoint, "ledger": ledger}
+    pending = _checked_pending(data.get("pending"), rounds, file)
+    if pending is not None and finished:
+        raise damaged(file, "the run is 'finished' but a round still waits for labels ('pending')")
+    return {
+        "completed_rounds": rounds, "finished": finished, "checkpoint": checkpoint, "ledger": ledger,
+        "pending": pending,
+    }
+
+
+def _checked_pending(pending: Any, rounds: int, file: Path) -> dict[str, Any] | None:
+    """``state.json``'s ``pending``: the round waiting for labels, or null."""
+    if pending is None:
+        return None
+    if not isinstance(pending, dict):
+        raise damaged(file, "'pending' is not a table")
+    for key, hint in (("round", int), ("queries", list), ("folder", str), ("where", str)):
+        if key not in pending:
+            raise damaged(file, f"'pending' has no {key!r}")
+        if _fits(pending[key], hint) is not None:
+            raise damaged(file, f"'pending.{key}' is {_shown(pending[key])}, expected {_fits(pending[key], hint)}")
+    unknown = [k for k in pending if k not in ("round", "queries", "folder", "where")]
+    if unknown:
+        raise damaged(file, f"'pending' has an unknown key {unknown[0]!r}")
+    if not -1 <= pending["round"] < rounds:
+        raise damaged(file, f"'pending.round' is {pending['round']}, but rounds 0..{rounds - 1} are committed")
+    if not re.fullmatch(r"queries/round-(\d{3,}|seed)", pending["folder"]):
+        raise damaged(file, f"'pending.folder' {pending['folder']!r} is not a folder queries/round-NNN")
+    for n, query in enumerate(pending["queries"]):
+        if not isinstance(query, dict) or not isinstance(query.get("id"), str):
+            raise damaged(file, f"'pending.queries' item {n} is not a table with an 'id'")
+        if _fits(query.get("score"), _Number | None) is not None:
+            raise damaged(file, f"'pending.queries' item {n}: 'score' is {_shown(query.get('score'))}")
+        if _fits(query.get("regions"), list[int] | None) is not None:
+            raise damaged(file, f"'pending.queries' item {n}: 'regions' is {_shown(query.get('regions'))}")
+    return pending
 
 
 def check_ledger_entry(
@@ -249,7 +284,9 @@ def check_records(
                     f"'labeled' is {record['labeled']} but state.json's ledger holds {len(ledger)} samples",
                 )
             if index < rounds - 1:
-                stray = next((sid for sid in record["queried"] if sid not in ledger), None)
+                # a waiting round's queries the annotators did not label went back to the pool
+                returned = set((record.get("labels") or {}).get("returned", []))
+                stray = next((sid for sid in record["queried"] if sid not in ledger and sid not in returned), None)
                 if stray is not None:
                     raise damaged(
                         f"{file}:{line}", f"queried sample {stray!r} is not in state.json's ledger"

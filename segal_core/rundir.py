@@ -8,6 +8,8 @@ Files (see ``docs/run-directory.md``):
   checkpoint's file name. Written last at the end of each round.
 - ``model-rNNN.safetensors`` the latest round's weights (no pickle).
 - ``labels/ID-HASH.png`` partial masks returned by an oracle (:meth:`RunDir.write_mask`).
+- ``queries/round-NNN/`` what a waiting oracle handed out for round NNN (its own
+  files: frames, pre-labels, the annotators' masks); the core only creates it.
 - ``curve.png``     mIoU against labelled fraction (drawn by the built-in
   ``segal_curve`` plugin, not by the core).
 - ``.segal.lock``   there while a process writes to the folder (:mod:`segal_core.lock`).
@@ -43,6 +45,7 @@ from .lock import LOCK_NAME, FolderBusy, holder_of
 __all__ = [
     "FORMAT_VERSION",
     "LedgerEntry",
+    "Pending",
     "RunDir",
     "RunState",
     "WriteFailed",
@@ -52,9 +55,11 @@ __all__ = [
     "write_failed",
 ]
 
-#: 2: the model's settings moved from config.json's top level into ``model_options``
-#: (format-1 folders are read and resumed as before).
-FORMAT_VERSION = 2
+#: 2: the model's settings moved from config.json's top level into ``model_options``;
+#: 3: ``state.json`` may hold ``pending`` (a round waiting for labels) and a record
+#: its ``labels`` (how the waiting round's labels came back). Folders of formats 1
+#: and 2 are read and resumed as before.
+FORMAT_VERSION = 3
 CONFIG = "config.json"
 HISTORY = "history.jsonl"
 STATE = "state.json"
@@ -200,6 +205,31 @@ class LedgerEntry:
 
 
 @dataclass
+class Pending:
+    """A round whose queries wait for labels from a waiting oracle
+    (``state.json``'s ``pending``).
+
+    :param round: the round that queried (``-1``: the seed set).
+    :param queries: in rank order, ``{"id": str, "score": float | None, "regions":
+        list[int] | None}`` each.
+    :param folder: where the queries were handed out, relative to the run folder
+        (``queries/round-NNN``); :param where: the oracle's line about it.
+    """
+
+    round: int
+    queries: list[dict[str, Any]]
+    folder: str
+    where: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return vars(self).copy()
+
+    @property
+    def ids(self) -> list[str]:
+        return [q["id"] for q in self.queries]
+
+
+@dataclass
 class RunState:
     """What ``state.json`` holds."""
 
@@ -207,6 +237,8 @@ class RunState:
     ledger: dict[str, LedgerEntry] = field(default_factory=dict)
     checkpoint: str | None = None
     finished: bool = False
+    #: The round waiting for labels, if any.
+    pending: Pending | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -214,17 +246,20 @@ class RunState:
             "completed_rounds": self.completed_rounds,
             "finished": self.finished,
             "checkpoint": self.checkpoint,
+            "pending": self.pending.to_json() if self.pending is not None else None,
             "ledger": {k: v.to_json() for k, v in self.ledger.items()},
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunState:
         """From ``state.json``'s content as it is (:meth:`RunDir.state` checks it first)."""
+        pending = data.get("pending")
         return cls(
             completed_rounds=int(data["completed_rounds"]),
             finished=bool(data.get("finished", False)),
             checkpoint=data.get("checkpoint"),
             ledger={k: LedgerEntry(**v) for k, v in data["ledger"].items()},
+            pending=Pending(**pending) if pending else None,
         )
 
 
@@ -365,8 +400,10 @@ class RunDir:
             sid: LedgerEntry(**runcheck.check_ledger_entry(LedgerEntry, sid, entry, rounds if resume else None, file))
             for sid, entry in data["ledger"].items()
         }
+        pending = data["pending"]
         state = RunState(
-            completed_rounds=rounds, ledger=ledger, checkpoint=data["checkpoint"], finished=data["finished"]
+            completed_rounds=rounds, ledger=ledger, checkpoint=data["checkpoint"], finished=data["finished"],
+            pending=Pending(**pending) if pending is not None else None,
         )
         if resume and state.checkpoint is not None:
             runcheck.check_checkpoint(self.path / state.checkpoint)

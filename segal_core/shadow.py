@@ -9,6 +9,7 @@ folder (see ``docs/distributed.md``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,12 +47,7 @@ class ShadowRunDir(RunDir):
         return dict(self._config)
 
     def state(self, *, resume: bool = False) -> RunState:
-        return RunState(
-            completed_rounds=self._state.completed_rounds,
-            ledger=dict(self._state.ledger),
-            checkpoint=self._state.checkpoint,
-            finished=self._state.finished,
-        )
+        return dataclasses.replace(self._state, ledger=dict(self._state.ledger))
 
     def history(self, state: RunState | None = None) -> list[dict[str, Any]]:
         return list(self._history)

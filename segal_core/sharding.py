@@ -182,7 +182,7 @@ def query_images(run: Run, round: int, k: int, seconds: dict[str, float], bars: 
     queried = [view.ids[p] for p in picked]
     run.call("segal_after_scoring", round=round, ids=queried, scores=torch.tensor(picked_scores), regions=None)
     run.call("segal_after_query", round=round, queried=queried, scores=picked_scores, regions=None)
-    annotations = _phase(run, round, "label", seconds, lambda: label(run, round, queried))
+    annotations = _phase(run, round, "label", seconds, lambda: label(run, round, queried, picked_scores))
     run.call("segal_after_label", round=round, annotations=annotations)
     return world.on_writer(lambda: (queried, picked_scores))  # every rank knows the query
 
@@ -244,7 +244,9 @@ def query_regions(
     regions = [p.region for p in picks]
     run.call("segal_after_scoring", round=round, ids=ids, scores=torch.tensor(scores), regions=regions)
     run.call("segal_after_query", round=round, queried=ids, scores=scores, regions=regions)
-    annotations = _phase(run, round, "label", seconds, lambda: label_regions(run, round, list(zip(ids, regions))))
+    annotations = _phase(
+        run, round, "label", seconds, lambda: label_regions(run, round, list(zip(ids, regions)), scores)
+    )
     run.call("segal_after_label", round=round, annotations=annotations)
     return world.on_writer(lambda: (ids, scores, regions))
 
@@ -268,25 +270,28 @@ def _alone(run: Run, query: Callable[[], T]) -> T:
 
 
 def on_writer_labels(fn: F) -> F:
-    """``fn(run, round, items)`` (a labelling function of :mod:`segal_core.rounds`)
-    on rank 0 only under ``torchrun``: the oracle is asked once; the ledger entries
-    and partial masks it made are broadcast to the other ranks, which return no
-    annotations. One process: ``fn`` itself."""
+    """``fn(run, ...)`` (a labelling function: :func:`segal_core.rounds.label`,
+    ``label_regions``, :func:`segal_core.waiting.collect`) on rank 0 only under
+    ``torchrun``: the oracle is asked (or a waiting oracle handed the queries, or its
+    labels collected) once; the ledger entries and partial masks that made, and the
+    run's pending round (``run.state.pending``), are broadcast to the other ranks,
+    which return no annotations. One process: ``fn`` itself."""
 
     @functools.wraps(fn)
-    def wrapper(run: Run, round: int, items: Any) -> Any:
+    def wrapper(run: Run, *args: Any, **kwargs: Any) -> Any:
         if not run.world.distributed:
-            return fn(run, round, items)
+            return fn(run, *args, **kwargs)
         if not run.world.is_writer:
             labels_from_writer(run)
             return []
         before = dict(run.state.ledger)
         kept: list[Any] = []
 
-        def act() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-            kept.append(fn(run, round, items))
+        def act() -> tuple[dict[str, Any], dict[str, torch.Tensor], Any]:
+            kept.append(fn(run, *args, **kwargs))
             changed = {sid: e for sid, e in run.state.ledger.items() if before.get(sid) is not e}
-            return changed, {sid: run.partial_masks[sid] for sid in changed if sid in run.partial_masks}
+            masks = {sid: run.partial_masks[sid] for sid in changed if sid in run.partial_masks}
+            return changed, masks, getattr(run.state, "pending", None)
 
         run.world.on_writer(act)
         return kept[0]
@@ -295,9 +300,11 @@ def on_writer_labels(fn: F) -> F:
 
 
 def labels_from_writer(run: Run) -> None:
-    """On a rank other than 0: receive the ledger entries and partial masks rank 0's
-    labelling made (the other half of :func:`on_writer_labels`)."""
-    changed, masks = run.world.receive()
+    """On a rank other than 0: receive the ledger entries, partial masks and pending
+    round rank 0's labelling made (the other half of :func:`on_writer_labels`)."""
+    changed, masks, pending = run.world.receive()
     run.state.ledger.update(changed)
     for sid, mask in masks.items():
         run.keep_mask(sid, mask)
+    if hasattr(run.state, "pending"):
+        run.state.pending = pending

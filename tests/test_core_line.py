@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from segal_core import ModelConfig, RunConfig, SegalError, hookimpl, load_plugins
+from segal_core.rundir import FORMAT_VERSION
 from segal_core.cli import run_main
 from segal_core.config import load_config_file, upgrade
 from segal_core.cycle import run_cycle
@@ -37,7 +38,7 @@ def test_smp_flags_land_in_model_options_only_when_given(tmp_path: Path) -> None
     out = tmp_path / "r"
     assert run_main(["run", *TINY_ARGS, "--rounds", "1", "--lr", "0.002", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
-    assert config["format"] == 2
+    assert config["format"] == FORMAT_VERSION
     options = config["model_options"]
     assert options["lr"] == 0.002 and options["encoder"] == "tu-test_resnet"
     assert "crop_size" not in options and "precision" not in options  # defaults stay the plugin's

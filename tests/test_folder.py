@@ -192,7 +192,9 @@ def test_pairing_mistakes_and_mask_suffix(tmp_path: Path) -> None:
     root = flat(tmp_path, 5)
     write_pair(root / "images", root / "other", "lonely")
     with pytest.raises(SegalError, match=r"images/lonely\.png: image has no mask lonely\.png in .*masks"):
-        load(root)
+        load(root, require_masks="true")
+    pool = load(root).train  # by default an image without a mask is a pool frame
+    assert "lonely" in pool.ids and not pool.has_mask(pool.index_of("lonely"))
     (root / "images" / "lonely.png").unlink()
     for path in (root / "masks").iterdir():
         path.rename(path.with_name(path.stem + "_mask.png"))
@@ -271,3 +273,106 @@ def test_same_stem_in_two_split_folders_is_refused(tmp_path: Path) -> None:
     (tmp_path / "classes.txt").write_text("a\nb\nc\n")
     with pytest.raises(SegalError, match=r"images/val/x\.png: id 'x' is in both the train and the val split"):
         load(tmp_path)
+
+
+# -- a pool without masks (issue 14) ---------------------------------------------------
+
+
+def split_folders(root: Path, labelled: int, unlabelled: int, *, val: int = 2, test: int = 0) -> Path:
+    """Split folders whose train split has ``labelled`` images with a mask and
+    ``unlabelled`` without."""
+    for i in range(labelled + unlabelled):
+        write_pair(root / "images" / "train", root / "masks" / "train", f"t{i:02d}")
+        if i >= labelled:
+            (root / "masks" / "train" / f"t{i:02d}.png").unlink()
+    for split, n in (("val", val), ("test", test)):
+        for i in range(n):
+            write_pair(root / "images" / split, root / "masks" / split, f"{split}{i:02d}")
+    (root / "classes.txt").write_text("background\ncat\ndog\n")
+    return root
+
+
+def test_a_pool_with_some_masks(tmp_path: Path) -> None:
+    splits = load(split_folders(tmp_path, 2, 3, test=1))
+    train = splits.train
+    assert train.ids == ["t00", "t01", "t02", "t03", "t04"]
+    assert [train.has_mask(i) for i in range(5)] == [True, True, False, False, False]
+    assert all(splits.val.has_mask(i) for i in range(len(splits.val)))
+    expected = np.array(Image.open(tmp_path / "masks" / "train" / "t01.png"), dtype=np.int64)
+    assert torch.equal(train.mask(1), torch.from_numpy(expected))
+    assert train.image(3).shape == (3, H, W)  # an unlabelled frame still reads
+    with pytest.raises(SegalError, match=r"images/train/t03\.png: this train image has no mask; label it"):
+        train.mask(3)
+    notice = next(n for n in splits.notices if "(the pool)" in n)
+    assert "5 images, 2 with a mask and 3 without" in notice and "require_masks=true" in notice
+    with pytest.raises(SegalError, match=r"images/train/t02\.png: image has no mask t02\.png"):
+        load(tmp_path, require_masks="true")
+
+
+def test_a_pool_with_no_masks_at_all(tmp_path: Path) -> None:
+    root = split_folders(tmp_path, 0, 4)
+    splits = load(root)
+    assert len(splits.train) == 4 and not any(splits.train.has_mask(i) for i in range(4))
+    assert any("4 images, 0 with a mask and 4 without" in n for n in splits.notices)
+    for path in (root / "masks" / "train").iterdir():  # the mask folder itself may be absent
+        path.unlink()
+    (root / "masks" / "train").rmdir()
+    assert not any(load(root).train.has_mask(i) for i in range(4))
+    with pytest.raises(SegalError, match=r"images/train: has no mask folder .*masks/train"):
+        load(root, require_masks="true")
+
+
+def test_all_masked_pool_has_no_notice(tmp_path: Path) -> None:
+    splits = load(split_folders(tmp_path, 3, 0))
+    assert not any("(the pool)" in n for n in splits.notices)
+    assert all(splits.train.has_mask(i) for i in range(3))
+
+
+def test_val_and_test_need_masks(tmp_path: Path) -> None:
+    root = split_folders(tmp_path, 2, 1, test=2)
+    (root / "masks" / "test" / "test01.png").unlink()
+    with pytest.raises(SegalError, match=r"images/test/test01\.png: image has no mask test01\.png in .*masks/test; "
+                                          r"val and test images need masks .*move the image to the train split"):
+        load(root)
+    (root / "masks" / "test" / "test00.png").unlink()
+    (root / "masks" / "test").rmdir()
+    with pytest.raises(SegalError, match=r"images/test: has no mask folder .*; val and test images need masks"):
+        load(root)
+
+
+def test_lists_and_random_split_keep_unlabelled_frames_in_train(tmp_path: Path) -> None:
+    root = flat(tmp_path, 6)
+    for i in range(6, 10):  # four images nobody labelled
+        write_pair(root / "images", root / "masks", f"img{i:02d}")
+        (root / "masks" / f"img{i:02d}.png").unlink()
+    splits = load(root)
+    unlabelled = {f"img{i:02d}" for i in range(6, 10)}
+    assert unlabelled <= set(splits.train.ids)
+    assert all(s.has_mask(i) for s in (splits.val, splits.test) for i in range(len(s)))
+    assert any("8 images, 4 with a mask and 4 without" in n for n in splits.notices), splits.notices
+    (root / "train.txt").write_text("img00\nimg01\nimg02\nimg06\nimg07\nimg08\n")
+    (root / "val.txt").write_text("img03\nimg09\n")
+    with pytest.raises(SegalError, match=r"val\.txt:2: 'img09' has no mask in .*masks; val and test images need "
+                                          r"masks .*list the image in train\.txt"):
+        load(root)
+    (root / "val.txt").write_text("img03\nimg04\n")
+    splits = load(root)
+    assert [splits.train.has_mask(i) for i in range(6)] == [True] * 3 + [False] * 3
+
+
+def test_too_few_masks_for_a_random_split(tmp_path: Path) -> None:
+    root = flat(tmp_path, 0)
+    for i in range(5):
+        write_pair(root / "images", root / "masks", f"img{i:02d}")
+        (root / "masks" / f"img{i:02d}.png").unlink()
+    with pytest.raises(SegalError, match=r"images: 0 images with a mask \(of 5; val and test images need masks"):
+        load(root)
+
+
+def test_suffix_hint_is_not_given_for_an_unlabelled_prefix_id(tmp_path: Path) -> None:
+    root = split_folders(tmp_path, 0, 0)
+    write_pair(root / "images" / "train", root / "masks" / "train", "a10")
+    write_pair(root / "images" / "train", root / "masks" / "train", "a1")
+    (root / "masks" / "train" / "a1.png").unlink()
+    train = load(root).train
+    assert train.ids == ["a1", "a10"] and [train.has_mask(0), train.has_mask(1)] == [False, True]

@@ -10,6 +10,7 @@ otherwise values are checked as each mask is read.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,7 +32,8 @@ VERIFY_MODES = ("auto", "full", "header")
 def check_headers(samples: Sequence[Sample], *, colour_masks: bool = False) -> list[tuple[int, int]]:
     """Cheap check of every pair from the file headers (no pixel is decoded): both
     files are images of modes that can be read, the mask is stored losslessly, has its
-    image's size and (unless ``colour_masks``) one channel.
+    image's size and (unless ``colour_masks``) one channel. A sample without a mask
+    (``mask=None``, a pool frame) has its image checked only.
 
     :returns: each image's ``(height, width)``, in sample order.
     :raises SegalError: naming the first file at fault.
@@ -40,6 +42,9 @@ def check_headers(samples: Sequence[Sample], *, colour_masks: bool = False) -> l
     for sample in samples:
         image_mode, image_size = read_header(sample.image, "image")
         check_image_mode(image_mode, sample.image)
+        sizes.append(image_size)
+        if sample.mask is None:
+            continue
         mode, mask_size = read_header(sample.mask, "mask")
         if mask_size != image_size:
             raise SegalError(
@@ -47,7 +52,6 @@ def check_headers(samples: Sequence[Sample], *, colour_masks: bool = False) -> l
                 f"{sample.image.name} is {image_size[1]}x{image_size[0]}; masks must match their images"
             )
         check_mask_mode(mode, sample.mask, colour_masks)
-        sizes.append(image_size)
     return sizes
 
 
@@ -119,12 +123,28 @@ class FileDataset(Dataset):
             return self.sizes[index]
         return read_header(self.samples[index].image)[1]
 
+    def has_mask(self, index: int) -> bool:
+        """Whether item ``index`` has a mask file (a pool frame may have none)."""
+        return self.samples[index].mask is not None
+
+    def _mask_path(self, index: int) -> Path:
+        path = self.samples[index].mask
+        if path is None:
+            raise SegalError(
+                f"{self.samples[index].image}: this {self.split} image has no mask; label it "
+                "(--oracle folder) or add its mask"
+            )
+        return path
+
     def raw_mask(self, index: int) -> np.ndarray:
-        """The stored values of item ``index``'s mask (colours already mapped)."""
-        return read_mask(self.samples[index].mask, self._size(index), self.colors)
+        """The stored values of item ``index``'s mask (colours already mapped).
+
+        :raises SegalError: the item has no mask, naming its image.
+        """
+        return read_mask(self._mask_path(index), self._size(index), self.colors)
 
     def mask(self, index: int) -> torch.Tensor:
-        return self.labels.apply(self.raw_mask(index), self.samples[index].mask)
+        return self.labels.apply(self.raw_mask(index), self._mask_path(index))
 
 
 def verify_masks(dataset: FileDataset, mode: str, sizes: Sequence[tuple[int, int]], flag: str) -> bool:
@@ -144,6 +164,8 @@ def verify_masks(dataset: FileDataset, mode: str, sizes: Sequence[tuple[int, int
     if mode == "header" or (mode == "auto" and pixels > AUTO_VERIFY_PIXELS):
         return False
     for sample in dataset.samples:
+        if sample.mask is None:
+            continue
         raw = read_mask(sample.mask, None, dataset.colors)
         dataset.labels.check(raw, sample.mask)
     return True

@@ -22,11 +22,12 @@ __all__ = ["ListLine", "Sample", "data_root", "find_files", "list_lines", "pair_
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image on disk: stable ``id``, ``image`` and ``mask`` paths."""
+    """One image on disk: stable ``id``, ``image`` and ``mask`` paths; ``mask`` is
+    ``None`` for a pool frame nobody labelled yet (a waiting oracle labels it)."""
 
     id: str
     image: Path
-    mask: Path
+    mask: Path | None
 
 
 @dataclass(frozen=True)

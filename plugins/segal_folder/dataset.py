@@ -9,6 +9,11 @@ Three layouts, tried in this order (``images``/``masks`` are the option names)::
     root/images/*.jpg        root/masks/*.png         (no lists: a seeded random split)
 
 plus ``classes.txt`` or ``classes.json`` at the root (see :mod:`segal_folder.classes`).
+
+Train images may lack a mask (unless ``require_masks=true``): they form the pool a
+waiting oracle (``--oracle folder``) labels; a notice counts them. Val and test images
+always need masks (they measure the model); a random split draws them from the images
+that have one.
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ class FolderOptions:
     :param verify: ``auto``, ``full`` or ``header`` (see ``docs/datasets.md``).
     :param size: read images at ``HxW`` (images bilinear, masks nearest).
     :param scale: read images at this fraction of their size.
+    :param require_masks: refuse train images without a mask (by default they form the
+        unlabelled pool, for a waiting oracle such as ``--oracle folder``).
     """
 
     name: ClassVar[str] = "folder"
@@ -75,6 +82,7 @@ class FolderOptions:
     verify: str = "auto"
     size: str | None = None
     scale: float | None = None
+    require_masks: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.split_seed < 2**63:
@@ -131,13 +139,30 @@ def _classes(root: Path, config: DataConfig, options: FolderOptions) -> ClassTab
     return ClassTable(spec.names, labels, colors)
 
 
-def _pair(image_dir: Path, mask_dir: Path, options: FolderOptions) -> list[Sample]:
+#: Why val and test images need masks, for messages.
+NEEDS_MASKS = "val and test images need masks (they measure the model)"
+
+
+def _pair(image_dir: Path, mask_dir: Path, options: FolderOptions, *, pool: bool = False) -> list[Sample]:
+    """The images of ``image_dir`` with their masks in ``mask_dir``, in id order.
+
+    :param pool: the train split: images without a mask are kept (``mask=None``) unless
+        ``require_masks`` is set.
+    """
+    pool = pool and not options.require_masks
     if not mask_dir.is_dir():
-        raise SegalError(f"{image_dir}: has no mask folder {mask_dir}; add it (masks with the image stems)")
+        if pool:
+            return [Sample(sid, path, None) for sid, path in find_files(image_dir, IMAGE_EXTENSIONS).items()]
+        raise SegalError(
+            f"{image_dir}: has no mask folder {mask_dir}; add it (masks with the image stems)"
+            + ("" if options.require_masks else f"; {NEEDS_MASKS}")
+        )
     images = find_files(image_dir, IMAGE_EXTENSIONS)
     masks = find_files(mask_dir, MASK_EXTENSIONS, suffix=options.mask_suffix)
     unpaired = next((i for i in images if i not in masks), None)
-    if unpaired is not None:
+    # In a pool, images without masks are expected: hint at a suffix only when no mask
+    # pairs with its image (``a1`` unlabelled beside a labelled ``a10`` is no suffix).
+    if unpaired is not None and not (pool and any(i in masks for i in images)):
         longer = next((m for m in masks if m.startswith(unpaired) and m != unpaired), None)
         if longer is not None:
             suffix = options.mask_suffix + longer[len(unpaired) :]
@@ -145,9 +170,22 @@ def _pair(image_dir: Path, mask_dir: Path, options: FolderOptions) -> list[Sampl
                 f"{images[unpaired]}: image has no mask {unpaired}{options.mask_suffix}.png in {mask_dir}, "
                 f"but {masks[longer].name} is there; pass {OPTION_FLAG} mask_suffix={suffix}"
             )
-    return pair_by_id(
-        images, masks, image_dir=image_dir, mask_dir=mask_dir, mask_name="{id}" + options.mask_suffix + ".png"
-    )
+    mask_name = "{id}" + options.mask_suffix + ".png"
+    if pool:
+        labelled = {sid: path for sid, path in images.items() if sid in masks}
+        samples = pair_by_id(labelled, masks, image_dir=image_dir, mask_dir=mask_dir, mask_name=mask_name)
+        samples += [Sample(sid, path, None) for sid, path in images.items() if sid not in masks]
+        return sorted(samples, key=lambda s: s.id)
+    if unpaired is not None and not options.require_masks:
+        raise SegalError(
+            f"{images[unpaired]}: image has no mask {mask_name.format(id=unpaired)} in {mask_dir}; "
+            f"{NEEDS_MASKS}: add the mask, or move the image to the train split (the pool)"
+        )
+    return pair_by_id(images, masks, image_dir=image_dir, mask_dir=mask_dir, mask_name=mask_name)
+
+
+def _labelled(samples: list[Sample]) -> list[Sample]:
+    return [s for s in samples if s.mask is not None]
 
 
 def _list_files(root: Path) -> dict[str, Path]:
@@ -160,7 +198,9 @@ def _list_files(root: Path) -> dict[str, Path]:
     return {}
 
 
-def _from_lists(lists: dict[str, Path], everything: list[Sample], image_dir: Path) -> dict[str, list[Sample]]:
+def _from_lists(
+    lists: dict[str, Path], everything: list[Sample], image_dir: Path, mask_dir: Path
+) -> dict[str, list[Sample]]:
     by_id = {s.id: s for s in everything}
     splits: dict[str, list[Sample]] = {}
     owner: dict[str, str] = {}
@@ -172,6 +212,11 @@ def _from_lists(lists: dict[str, Path], everything: list[Sample], image_dir: Pat
             sample_id = stem if dot and f".{ext.lower()}" in IMAGE_EXTENSIONS else name
             if sample_id not in by_id:
                 raise SegalError(f"{line.where}: {sample_id!r} has no image and mask in {image_dir}; fix the list")
+            if split != "train" and by_id[sample_id].mask is None:
+                raise SegalError(
+                    f"{line.where}: {sample_id!r} has no mask in {mask_dir}; {NEEDS_MASKS}: add it, "
+                    "or list the image in train.txt (the pool)"
+                )
             if sample_id in owner:
                 raise SegalError(
                     f"{line.where}: {sample_id!r} is already in the {owner[sample_id]} split; "
@@ -184,22 +229,29 @@ def _from_lists(lists: dict[str, Path], everything: list[Sample], image_dir: Pat
 
 
 def _random_split(
-    samples: list[Sample], fractions: dict[str, float], seed: int, where: Path
+    everything: list[Sample], fractions: dict[str, float], seed: int, where: Path
 ) -> tuple[dict[str, list[Sample]], str]:
+    """Draw ``fractions`` of the images that have a mask (val and test need them);
+    train keeps the rest and every image without a mask."""
+    samples = _labelled(everything)
+    unlabelled = [s for s in everything if s.mask is None]
     order = np.random.default_rng(seed).permutation(len(samples))
     counts = {s: max(1, round(f * len(samples))) for s, f in fractions.items() if f > 0}
-    if len(samples) - sum(counts.values()) < 1:
+    if len(samples) - sum(counts.values()) < 1 and not (unlabelled and len(samples) >= sum(counts.values())):
+        what = "images" if not unlabelled else f"images with a mask (of {len(everything)}; {NEEDS_MASKS})"
         raise SegalError(
-            f"{where}: {len(samples)} images are too few to split off "
+            f"{where}: {len(samples)} {what} are too few to split off "
             + ", ".join(f"{s} ({f:g})" for s, f in fractions.items())
-            + "; add images or lower the fractions"
+            + "; add "
+            + ("images" if not unlabelled else "masks")
+            + " or lower the fractions"
         )
     out: dict[str, list[Sample]] = {}
     start = 0
     for split, count in counts.items():
         out[split] = sorted((samples[i] for i in order[start : start + count]), key=lambda s: s.id)
         start += count
-    out["train"] = sorted((samples[i] for i in order[start:]), key=lambda s: s.id)
+    out["train"] = sorted([*(samples[i] for i in order[start:]), *unlabelled], key=lambda s: s.id)
     text = ", ".join(f"{len(v)} {k}" for k, v in out.items())
     return out, text
 
@@ -210,18 +262,20 @@ def _splits(root: Path, options: FolderOptions) -> tuple[dict[str, list[Sample]]
     notices: list[str] = []
     parts: dict[str, list[Sample]]
     if (images / "train").is_dir():
-        parts = {s: _pair(images / s, masks / s, options) for s in SPLITS if (images / s).is_dir()}
+        parts = {
+            s: _pair(images / s, masks / s, options, pool=s == "train") for s in SPLITS if (images / s).is_dir()
+        }
     elif (root / "train" / options.images).is_dir():
         parts = {
-            s: _pair(root / s / options.images, root / s / options.masks, options)
+            s: _pair(root / s / options.images, root / s / options.masks, options, pool=s == "train")
             for s in SPLITS
             if (root / s / options.images).is_dir()
         }
     elif images.is_dir():
-        everything = _pair(images, masks, options)
+        everything = _pair(images, masks, options, pool=True)
         lists = _list_files(root)
         if lists:
-            parts = _from_lists(lists, everything, images)
+            parts = _from_lists(lists, everything, images, masks)
         else:
             if not everything:
                 raise SegalError(f"{images}: no images ({', '.join(IMAGE_EXTENSIONS)}); add some")
@@ -231,7 +285,7 @@ def _splits(root: Path, options: FolderOptions) -> tuple[dict[str, list[Sample]]
                 f"folder: no split folders or lists in {root}; random split "
                 f"(split_seed={options.split_seed}): {text}"
             )
-            return parts, notices
+            return parts, notices + _pool_notice(parts["train"])
     else:
         raise SegalError(
             f"--data-path {root}: no {options.images}/ folder; expected {options.images}/ and "
@@ -248,7 +302,21 @@ def _splits(root: Path, options: FolderOptions) -> tuple[dict[str, list[Sample]]
         notices.append(
             f"folder: no val split in {root}; val drawn from train (split_seed={options.split_seed}): {text}"
         )
-    return parts, notices
+    return parts, notices + _pool_notice(parts["train"])
+
+
+def _pool_notice(train: list[Sample]) -> list[str]:
+    """A notice counting the train images without a mask (none when all have one), so
+    that a misnamed mask folder or suffix does not pass unseen."""
+    missing = len(train) - len(_labelled(train))
+    if not missing:
+        return []
+    notice = (
+        f"folder: the train split (the pool) holds {len(train)} images, {len(train) - missing} with a mask and "
+        f"{missing} without (to be labelled, e.g. by --oracle folder); pass --dataset-opt require_masks=true "
+        "to refuse images without masks"
+    )
+    return [notice]
 
 
 def _find(root: Path, options: FolderOptions, config: DataConfig) -> Layout:
