@@ -255,6 +255,34 @@ def test_one_process_run_resumes_under_torchrun(tmp_path: Path) -> None:
     assert json.loads((out / "state.json").read_text())["finished"]
 
 
+# -- a waiting oracle ----------------------------------------------------------------
+
+
+def test_waiting_oracle_under_two_processes(tmp_path: Path, camvid_mini: Path) -> None:
+    """Rank 0 alone hands the queries out and collects the labels; the other rank gets
+    the ledger; the run waits (75) and resumes on 2 processes."""
+    from test_folder_oracle import annotate, assert_trained_on, camvid_folder, pending
+    from test_folder_oracle import run_args as folder_args
+
+    data, out = camvid_folder(camvid_mini, tmp_path / "data", labelled=4), tmp_path / "run"
+    launch = [sys.executable, "-m", "segal_core"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run([*launch, *folder_args(data, out, "--rounds", "2"), "--threads", "1",
+                            "--nproc-per-node", "2"], capture_output=True, text=True, env=env, timeout=240)
+    assert first.returncode == 75, first.stderr
+    waiting = [line for line in first.stderr.splitlines() if line.startswith("waiting:")]
+    assert len(waiting) == 1, first.stderr  # rank 0 alone says it
+    assert pending(out)["round"] == 0 and len(pending(out)["queries"]) == 3
+    written = annotate(out, camvid_mini)
+    again = subprocess.run([*launch, "run", "--resume", str(out), "--no-progress", "--threads", "1",
+                            "--nproc-per-node", "2"], capture_output=True, text=True, env=env, timeout=240)
+    assert again.returncode == 0, again.stderr
+    assert_trained_on(out, written)
+    records = checked_history(out)
+    assert [r["world_size"] for r in records] == [2, 2]
+    assert records[1]["labeled"] == 7  # the 4 seed frames and the 3 collected labels
+
+
 # -- bad input -------------------------------------------------------------------------
 
 
