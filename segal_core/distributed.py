@@ -220,9 +220,12 @@ class World:
         (once per exception, however many ``on_writer`` blocks it passes through)."""
         if not (self.distributed and self.is_writer) or getattr(exc, "_segal_sent", False):
             return
-        self.broadcast(("failed", _exit_code(exc), f"{type(exc).__name__}: {exc}"))
         with contextlib.suppress(AttributeError):
             exc._segal_sent = True  # type: ignore[attr-defined]
+        # best effort: the others may be gone already (a launcher stopping every rank);
+        # the exception being raised is what matters
+        with contextlib.suppress(Exception):
+            self.broadcast(("failed", _exit_code(exc), f"{type(exc).__name__}: {exc}"))
 
 
 #: The world of a run in one process: no ``torch.distributed``, every helper a no-op.
@@ -257,7 +260,7 @@ def agree(world: World, action: Callable[[], T]) -> T:
     failed = [(r, s) for r, s in enumerate(statuses) if s is not None]
     if not failed:
         return result  # type: ignore[no-any-return]
-    rank, (code, message, kind) = failed[0]
+    rank, (code, message, _kind) = failed[0]
     if world.is_writer:
         if rank == 0 and failure is not None:
             raise failure
