@@ -216,12 +216,13 @@ def _wait_for(marks: list[Path], proc: subprocess.Popen[str]) -> list[int]:
     return [int(m.read_text()) for m in marks]
 
 
-def test_kill_one_rank_stops_the_others_and_resume_finishes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_kill_one_rank_stops_the_others_and_resume_finishes(tmp_path: Path, sig: int) -> None:
     out = tmp_path / "run"
     env, mark = _pause_env(tmp_path, "score:0")
     proc = torchrun(*run_args(out, rounds=2), env=env, preexec_fn=default_signals)
     _, rank1 = _wait_for([Path(f"{mark}.0"), Path(f"{mark}.1")], proc)
-    os.kill(rank1, signal.SIGKILL)
+    os.kill(rank1, sig)
     started = time.monotonic()
     code, _, err = finish(proc, timeout=120)
     assert code != 0
