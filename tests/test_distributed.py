@@ -216,7 +216,7 @@ def _wait_for(marks: list[Path], proc: subprocess.Popen[str]) -> list[int]:
     return [int(m.read_text()) for m in marks]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
 def test_kill_one_rank_stops_the_others_and_resume_finishes(tmp_path: Path, sig: int) -> None:
     out = tmp_path / "run"
     env, mark = _pause_env(tmp_path, "score:0")
