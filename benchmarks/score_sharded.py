@@ -145,8 +145,8 @@ def main(argv: list[str] | None = None) -> None:
         "images": f"{args.pool} x 3x{args.image_size} uint8 (synthetic)",
         "batch_size": args.batch_size,
         "k": args.k,
-        "threads": "1 torch thread per process, pinned to core = local rank" if args.device == "cpu"
-        and not args.no_pin else "default",
+        "threads": ("1 torch thread per process, " + ("not pinned" if args.no_pin else "pinned to core = local rank"))
+        if args.device == "cpu" else "default",
         "load_before": os.getloadavg(),
     }
     results: dict[int, list[dict]] = {n: [] for n in sizes}
