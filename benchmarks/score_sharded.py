@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 import torch
-from benchlib import machine_name
+from benchlib import load_builtin_plugins, machine_name
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,7 +68,6 @@ def _free_port() -> int:
 
 def worker(args: argparse.Namespace) -> None:
     """One process of one world: score, merge, write rank 0's figures to args.worker."""
-    from segal_core import load_plugins
     from segal_core.dataset import DatasetView
     from segal_core.distributed import World
     from segal_core.model import ModelConfig
@@ -88,7 +87,7 @@ def worker(args: argparse.Namespace) -> None:
             os.sched_setaffinity(0, {cores[local % len(cores)]})
     height, width = (int(v) for v in args.image_size.split("x"))
     pool = RandomImages(args.pool, sizes=((height, width),), num_classes=12, seed=1)
-    registry = load_plugins().registry
+    registry = load_builtin_plugins().registry  # entry points, or the built-ins by name (device_run.sh)
     device = world.device(args.device) if args.device != "cpu" else "cpu"
     model = registry.model("unet")(ModelConfig(
         num_classes=12, device=device, seed=0, num_workers=0,
