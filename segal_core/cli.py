@@ -200,7 +200,8 @@ def _make_run_command(plugins: Plugins) -> click.Command:
         if params["dry_run"] and not params["resume"]:
             raise SegalError("--dry-run goes with --resume DIR (where a run stands); a new run has nothing to show")
         if params["resume"] and params["dry_run"]:
-            _print_status(Path(params["resume"]), plugins, as_json=False)
+            _print_status(Path(params["resume"]), plugins, as_json=False,
+                          oracle_options=command_line.get("oracle_options"))
             return
         if params["resume"]:
             if params["config_file"] is not None:
@@ -322,11 +323,13 @@ def report_command(runs: tuple[Path, ...], out: Path, metric: str, x_axis: str, 
     click.echo(f"wrote {out / 'report.html'}, {out / 'report.png'}, {out / 'report.md'}, {out / 'report.csv'}")
 
 
-def _print_status(run_dir: Path, plugins: Plugins, *, as_json: bool) -> None:
+def _print_status(
+    run_dir: Path, plugins: Plugins, *, as_json: bool, oracle_options: dict[str, Any] | None = None
+) -> None:
     """``segal status``: where a run stands; exits with 75 while labels are missing."""
     from .waiting import label_status
 
-    status = label_status(run_dir, plugins=plugins)
+    status = label_status(run_dir, plugins=plugins, oracle_options=oracle_options)
     if as_json:
         click.echo(json.dumps(status.to_json(), indent=2))
     else:
@@ -337,8 +340,9 @@ def _print_status(run_dir: Path, plugins: Plugins, *, as_json: bool) -> None:
 
 
 def _make_status_command(plugins: Plugins) -> click.Command:
-    def callback(run_dir: Path, as_json: bool) -> None:
-        _print_status(run_dir, plugins, as_json=as_json)
+    def callback(run_dir: Path, as_json: bool, oracle_opt: tuple[str, ...]) -> None:
+        options = parse_pairs(oracle_opt, "--oracle-opt") if oracle_opt else None
+        _print_status(run_dir, plugins, as_json=as_json, oracle_options=options)
 
     return click.Command(
         "status",
@@ -346,6 +350,8 @@ def _make_status_command(plugins: Plugins) -> click.Command:
         params=[
             click.Argument(["run_dir"], type=click.Path(path_type=Path)),
             click.Option(["--json", "as_json"], is_flag=True, help="Machine-readable output."),
+            click.Option(["--oracle-opt", "oracle_opt"], multiple=True, metavar="KEY=VALUE",
+                         help="An oracle setting that may change after the start (a token, a server URL)."),
         ],
         help="Where a run stands: rounds committed, labelled samples and, for a round waiting for labels, how "
         "many are in (checked as --resume would). Trains nothing. Exit status 75 while labels are missing.",

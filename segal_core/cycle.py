@@ -19,7 +19,7 @@ from .config import OPTION_MAPS, RunConfig
 from .distributed import World, agree, check_same_settings, joined, writer_lock
 from .errors import LabelsPending, SegalError
 from .plugins import Plugins, load_plugins
-from .prepare import check_settings, default_out, prepare_run
+from .prepare import check_settings, default_out, prepare_run, resume_free_oracle_options
 from .progress import Bars
 from .rounds import one_round, seed_ledger, summary_line
 from .run import Echo, Run, _quiet
@@ -171,9 +171,11 @@ def _resume(
             if key in merged:  # options given again add to the run's own
                 merged[key] = {**getattr(saved, key), **merged[key]}
         wanted = replace(saved, **merged)
-        # accept_partial is decided at collection time, run by run: it may differ
+        # the oracle's connection options (and accept_partial) may change from run to resume
+        plugins = plugins or load_plugins(blocked=saved.blocked)
+        free = resume_free_oracle_options(plugins, saved.oracle)
         strip = lambda c: replace(  # noqa: E731
-            c, oracle_options={k: v for k, v in c.oracle_options.items() if k != "accept_partial"}
+            c, oracle_options={k: v for k, v in c.oracle_options.items() if k not in free}
         )
         diff = strip(saved).differences(strip(wanted))
         if diff:

@@ -46,6 +46,12 @@ class Oracle(abc.ABC):
     description: ClassVar[str] = ""
     #: ``True`` for a :class:`WaitingOracle` (labels arrive later).
     waits: ClassVar[bool] = False
+    #: ``--oracle-opt`` keys never written to ``config.json`` (an access token): give
+    #: them again on ``--resume``, or through the oracle's environment variable.
+    secret_options: ClassVar[frozenset[str]] = frozenset()
+    #: ``--oracle-opt`` keys that may differ on ``--resume`` (where a server is, a
+    #: token that expired); any other option given again must be the run's own.
+    resume_options: ClassVar[frozenset[str]] = frozenset()
 
     @abc.abstractmethod
     def label(self, ids: Sequence[str], pool: Dataset) -> list[Annotation]:
@@ -153,6 +159,7 @@ class WaitingOracle(Oracle):
     """
 
     waits: ClassVar[bool] = True
+    resume_options: ClassVar[frozenset[str]] = frozenset({"accept_partial"})
 
     def __init__(self, accept_partial: bool = False) -> None:
         #: Train on the labels that arrived; the rest go back to the pool.

@@ -29,7 +29,9 @@ from .shadow import ShadowRunDir
 from .strategy import RegionContext, Strategy
 from .units import QueryUnit
 
-__all__ = ["check_resumed_data", "check_settings", "default_out", "prepare_run", "run_sizes"]
+__all__ = [
+    "check_resumed_data", "check_settings", "default_out", "prepare_run", "resume_free_oracle_options", "run_sizes",
+]
 
 log = logging.getLogger("segal")
 
@@ -128,6 +130,16 @@ def _apply_threads(config: RunConfig, world: World = SINGLE) -> int:
     return budget.loader_workers
 
 
+def resume_free_oracle_options(plugins: Plugins, oracle: str) -> frozenset[str]:
+    """The ``--oracle-opt`` keys that may differ on ``--resume`` (and the secret ones,
+    never saved, which must be given again): the oracle class says which."""
+    try:
+        cls = plugins.registry.oracle(oracle)
+    except SegalError:
+        return frozenset()  # an unknown name is reported by prepare_run
+    return frozenset(getattr(cls, "resume_options", ())) | frozenset(getattr(cls, "secret_options", ()))
+
+
 def check_settings(config: RunConfig, plugins: Plugins) -> tuple[type[Dataset], type, Strategy, Any, QueryUnit]:
     """The checks that need no data: the settings, every name, every plugin's options,
     unit and strategy together, and that the data folder exists. Returns the dataset
@@ -222,9 +234,12 @@ def prepare_run(
         world=world,
     )
     if existing is None:
+        secret = getattr(oracle, "secret_options", frozenset())
+        recorded = run.config.to_json()
+        recorded["oracle_options"] = {k: v for k, v in recorded["oracle_options"].items() if k not in secret}
         rundir.create(
             {
-                **run.config.to_json(),
+                **recorded,
                 "resolved": {
                     "pool_size": len(splits.train),
                     "val_size": len(splits.val),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -298,15 +298,22 @@ class LabelStatus:
         return out
 
 
-def label_status(out: Path | str, *, plugins: Plugins | None = None) -> LabelStatus:
+def label_status(
+    out: Path | str, *, plugins: Plugins | None = None, oracle_options: dict[str, Any] | None = None
+) -> LabelStatus:
     """Where the run in ``out`` stands, without training and without changing the
     run's state: for a round waiting for labels, the oracle's :meth:`collect` is
     asked what arrived (an oracle may refresh its own status files, such as the
     folder oracle's ``tasks.csv``; a region unit may fill its map cache) and every
-    label is checked as ``--resume`` would."""
+    label is checked as ``--resume`` would.
+
+    :param oracle_options: ``--oracle-opt`` settings to add to the run's own (a
+        secret token that ``config.json`` does not keep, a server that moved); only
+        the keys the oracle lets change on resume are taken.
+    """
     from .config import RunConfig
     from .plugins import load_plugins
-    from .prepare import _load_splits, cache_name, check_settings
+    from .prepare import _load_splits, cache_name, check_settings, resume_free_oracle_options
     from .regions import RegionMaps
     from .rundir import RunDir
 
@@ -322,6 +329,15 @@ def label_status(out: Path | str, *, plugins: Plugins | None = None) -> LabelSta
         return status
     config = RunConfig.from_json(data)
     plugins = plugins or load_plugins(blocked=config.blocked)
+    if oracle_options:
+        free = resume_free_oracle_options(plugins, config.oracle)
+        wrong = sorted(set(oracle_options) - free)
+        if wrong:
+            raise SegalError(
+                f"--oracle-opt {wrong[0]}: not an option --oracle {config.oracle} lets change after the start "
+                f"({', '.join(sorted(free)) or 'none'} can)"
+            )
+        config = replace(config, oracle_options={**config.oracle_options, **oracle_options})
     _, _, _, oracle, unit = check_settings(config, plugins)
     if not getattr(oracle, "waits", False):
         raise SegalError(f"{out}: round {pending.round} waits for labels, but --oracle {config.oracle} does not wait")

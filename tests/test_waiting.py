@@ -317,3 +317,42 @@ def test_region_queries_keep_only_their_area(tmp_path: Path) -> None:
         inside = kept != pool.ignore_index
         assert inside.sum() <= 64 * len(q["regions"])  # only the queried patches (less the unlabelled top row)
         assert np.array_equal(kept[inside], written[q["id"]][inside])
+
+
+class SecretInbox(Inbox):
+    """An inbox behind a token: the token is never saved, the address may move."""
+
+    name = "secret_inbox"
+    secret_options = frozenset({"token"})
+    resume_options = frozenset({"accept_partial", "token", "where"})
+
+    def __init__(self, token: str = "", where: str = "here", accept_partial: bool = False) -> None:
+        super().__init__(accept_partial=accept_partial)
+        if not token:
+            raise SegalError("--oracle secret_inbox needs --oracle-opt token=...")
+        self.token = token
+
+
+class SecretRegistrations(Registrations):
+    @hookimpl
+    def segal_register_oracles(self) -> list[type]:
+        return [Inbox, SecretInbox]
+
+
+def test_secret_options_are_not_saved_and_connection_options_may_change(tmp_path: Path) -> None:
+    more = load_plugins(extra=[("waiting_test", SecretRegistrations())])
+    out = tmp_path / "run"
+    with pytest.raises(LabelsPending):
+        run_cycle(config(out, oracle="secret_inbox", oracle_options={"token": "s3cret", "where": "a"}), plugins=more)
+    saved = (out / "config.json").read_text()
+    assert "s3cret" not in saved and json.loads(saved)["oracle_options"] == {"where": "a"}
+    with pytest.raises(SegalError, match="needs --oracle-opt token"):
+        resume_run(out, plugins=more)
+    with pytest.raises(LabelsPending):  # the token again, and the address moved
+        resume_run(out, {"oracle_options": {"token": "new", "where": "b"}}, plugins=more)
+    with pytest.raises(SegalError, match=r"options differ from the run's config.json: oracle_options"):
+        resume_run(out, {"oracle_options": {"token": "new", "other": "1"}}, plugins=more)
+    status = label_status(out, plugins=more, oracle_options={"token": "t"})
+    assert status.waiting_round == 0 and status.missing == 4
+    with pytest.raises(SegalError, match="--oracle-opt other: not an option --oracle secret_inbox lets change"):
+        label_status(out, plugins=more, oracle_options={"token": "t", "other": "1"})

@@ -7,7 +7,7 @@ model's prediction is imported as a pre-annotation, so annotators correct rather
 draw. ``segal run --resume`` exports the finished annotations and turns brushes and
 polygons into class-id masks. Options (``--oracle-opt``): ``url``, ``token``,
 ``project``, ``prelabel``, ``timeout``, ``accept_partial``; see
-:class:`LabelStudioOracle` and docs/annotation-label-studio.md.
+:class:`LabelStudioOracle` and docs/annotation.md.
 
 Talks to the server over its REST API with the standard library only, so nothing
 beyond SegAL needs installing; importing this module imports neither torch nor numpy.

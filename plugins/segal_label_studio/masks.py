@@ -1,6 +1,6 @@
 """Label Studio annotations to class-id masks, and predictions to pre-annotations.
 
-The rules (also in docs/annotation-label-studio.md):
+The rules (also in docs/annotation.md):
 
 - A result is a brush (``brushlabels``, an RLE of an RGBA image of the original size:
   a pixel is labelled where its alpha is 128 or more) or a polygon (``polygonlabels``,
