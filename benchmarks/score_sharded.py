@@ -3,7 +3,7 @@
     python benchmarks/score_sharded.py --device cpu --nprocs 1,2 --pool 96 --repeats 3
     python benchmarks/score_sharded.py --device cuda --nprocs 1,2,4,8 --pool 4096
 
-Each world size runs as ``python -m torch.distributed.run --nproc-per-node N`` (one
+Each world size runs as ``python -m torch.distributed.run --standalone --nproc-per-node N`` (one
 process alone for N = 1, without torch.distributed), and the world sizes alternate
 ``--repeats`` times, so drift on a shared machine hits them alike. In every world
 each process scores its shard of the same pool with the same weights
@@ -29,7 +29,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,12 +57,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--alone", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -162,8 +155,8 @@ def main(argv: list[str] | None = None) -> None:
                     env = {k: v for k, v in env.items() if k not in ("WORLD_SIZE", "RANK")}
                     command = [sys.executable, *common]
                 else:
-                    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(n),
-                               "--master-port", str(_free_port()), *common]
+                    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               "--nproc-per-node", str(n), *common]
                 done = subprocess.run(command, env=env, capture_output=True, text=True)
                 if done.returncode != 0:
                     raise SystemExit(f"world size {n} failed:\n{done.stderr[-3000:]}")

@@ -113,12 +113,19 @@ class World:
         control = dist.new_group(backend="gloo", timeout=timeout) if cuda else dist.group.WORLD
         return cls(rank, local, size, local_size, backend, control, owned)
 
-    def close(self) -> None:
-        """Leave the process group (when :meth:`from_env` joined it)."""
+    def close(self, *, together: bool = True) -> None:
+        """Leave the process group (when :meth:`from_env` joined it). Every rank first
+        waits for the others (at most a minute; not at all for a peer already gone):
+        a gloo process that exits while a peer still holds its connections aborts
+        ("terminate called without an active exception"), so the ranks tear down
+        together. ``together=False`` (a failure) waits 10 s at most."""
         if self._owned:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                with contextlib.suppress(Exception):  # a peer gone, or stuck elsewhere
+                    wait = datetime.timedelta(seconds=60 if together else 10)
+                    dist.monitored_barrier(group=self._control, timeout=wait, wait_all_ranks=True)
                 dist.destroy_process_group()
             self._owned = False
 
@@ -313,8 +320,10 @@ def joined(env: Mapping[str, str] | None = None) -> Iterator[World]:
     world = World.from_env(env)
     try:
         yield world
-    finally:
-        world.close()
+    except BaseException:
+        world.close(together=False)
+        raise
+    world.close()
 
 
 @contextlib.contextmanager

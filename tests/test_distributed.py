@@ -97,9 +97,9 @@ def free_port() -> int:
 
 
 def torchrun(*args: str, nproc: int = 2, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
-    """``python -m torch.distributed.run --nproc-per-node N --master-port P ARGS``."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-               "--master-port", str(free_port()), *args]
+    """``python -m torch.distributed.run --standalone --nproc-per-node N ARGS`` (the
+    rendezvous picks a free port itself: no race for one with other jobs)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), *args]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, **kw)
 
