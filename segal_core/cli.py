@@ -200,8 +200,12 @@ def _make_run_command(plugins: Plugins) -> click.Command:
         if params["dry_run"] and not params["resume"]:
             raise SegalError("--dry-run goes with --resume DIR (where a run stands); a new run has nothing to show")
         if params["resume"] and params["dry_run"]:
+            other = sorted(set(command_line) - {"data_path", "oracle_options", "progress", "threads", "num_workers"})
+            if other:
+                raise SegalError(f"--dry-run shows where the run stands; it takes --data-path and --oracle-opt only, "
+                                 f"not --{other[0].replace('_', '-')}")
             _print_status(Path(params["resume"]), plugins, as_json=False,
-                          oracle_options=command_line.get("oracle_options"))
+                          oracle_options=command_line.get("oracle_options"), data_path=command_line.get("data_path"))
             return
         if params["resume"]:
             if params["config_file"] is not None:
@@ -324,12 +328,13 @@ def report_command(runs: tuple[Path, ...], out: Path, metric: str, x_axis: str, 
 
 
 def _print_status(
-    run_dir: Path, plugins: Plugins, *, as_json: bool, oracle_options: dict[str, Any] | None = None
+    run_dir: Path, plugins: Plugins, *, as_json: bool, oracle_options: dict[str, Any] | None = None,
+    data_path: str | None = None,
 ) -> None:
     """``segal status``: where a run stands; exits with 75 while labels are missing."""
     from .waiting import label_status
 
-    status = label_status(run_dir, plugins=plugins, oracle_options=oracle_options)
+    status = label_status(run_dir, plugins=plugins, oracle_options=oracle_options, data_path=data_path)
     if as_json:
         click.echo(json.dumps(status.to_json(), indent=2))
     else:
@@ -340,9 +345,9 @@ def _print_status(
 
 
 def _make_status_command(plugins: Plugins) -> click.Command:
-    def callback(run_dir: Path, as_json: bool, oracle_opt: tuple[str, ...]) -> None:
+    def callback(run_dir: Path, as_json: bool, oracle_opt: tuple[str, ...], data_path: str | None) -> None:
         options = parse_pairs(oracle_opt, "--oracle-opt") if oracle_opt else None
-        _print_status(run_dir, plugins, as_json=as_json, oracle_options=options)
+        _print_status(run_dir, plugins, as_json=as_json, oracle_options=options, data_path=data_path)
 
     return click.Command(
         "status",
@@ -352,6 +357,8 @@ def _make_status_command(plugins: Plugins) -> click.Command:
             click.Option(["--json", "as_json"], is_flag=True, help="Machine-readable output."),
             click.Option(["--oracle-opt", "oracle_opt"], multiple=True, metavar="KEY=VALUE",
                          help="An oracle setting that may change after the start (a token, a server URL)."),
+            click.Option(["--data-path", "data_path"], help="The dataset's folder, when it moved since the run "
+                         "started."),
         ],
         help="Where a run stands: rounds committed, labelled samples and, for a round waiting for labels, how "
         "many are in (checked as --resume would). Trains nothing. Exit status 75 while labels are missing.",

@@ -235,11 +235,13 @@ def segal_after_query(
 
 @hookspec
 def segal_after_label(run: Run, round: int, annotations: Sequence[Annotation]) -> None:
-    """The oracle labelled the query; the ledger is updated.
+    """The oracle labelled the query; the ledger is updated. With a waiting oracle
+    it is called on the resume that collects the round's labels (after that round's
+    ``segal_round_end``), with the labels that arrived.
 
     :param run: the run.
     :param round: the round number.
-    :param annotations: one :class:`segal_core.Annotation` per queried id.
+    :param annotations: one :class:`segal_core.Annotation` per labelled id.
     """
 
 

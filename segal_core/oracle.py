@@ -46,9 +46,10 @@ class Oracle(abc.ABC):
     description: ClassVar[str] = ""
     #: ``True`` for a :class:`WaitingOracle` (labels arrive later).
     waits: ClassVar[bool] = False
-    #: ``--oracle-opt`` keys never written to ``config.json`` (an access token): give
-    #: them again on ``--resume``, or through the oracle's environment variable.
-    secret_options: ClassVar[frozenset[str]] = frozenset()
+    #: ``--oracle-opt`` keys never written to ``config.json``: a secret (an access
+    #: token: give it again on ``--resume``, or through the oracle's environment
+    #: variable) or a choice for one invocation (``accept_partial``).
+    unsaved_options: ClassVar[frozenset[str]] = frozenset()
     #: ``--oracle-opt`` keys that may differ on ``--resume`` (where a server is, a
     #: token that expired); any other option given again must be the run's own.
     resume_options: ClassVar[frozenset[str]] = frozenset()
@@ -160,6 +161,7 @@ class WaitingOracle(Oracle):
 
     waits: ClassVar[bool] = True
     resume_options: ClassVar[frozenset[str]] = frozenset({"accept_partial"})
+    unsaved_options: ClassVar[frozenset[str]] = frozenset({"accept_partial"})
 
     def __init__(self, accept_partial: bool = False) -> None:
         #: Train on the labels that arrived; the rest go back to the pool.

@@ -131,13 +131,13 @@ def _apply_threads(config: RunConfig, world: World = SINGLE) -> int:
 
 
 def resume_free_oracle_options(plugins: Plugins, oracle: str) -> frozenset[str]:
-    """The ``--oracle-opt`` keys that may differ on ``--resume`` (and the secret ones,
-    never saved, which must be given again): the oracle class says which."""
+    """The ``--oracle-opt`` keys that may differ on ``--resume`` (and the unsaved ones,
+    a token that must be given again): the oracle class says which."""
     try:
         cls = plugins.registry.oracle(oracle)
     except SegalError:
         return frozenset()  # an unknown name is reported by prepare_run
-    return frozenset(getattr(cls, "resume_options", ())) | frozenset(getattr(cls, "secret_options", ()))
+    return frozenset(getattr(cls, "resume_options", ())) | frozenset(getattr(cls, "unsaved_options", ()))
 
 
 def check_settings(config: RunConfig, plugins: Plugins) -> tuple[type[Dataset], type, Strategy, Any, QueryUnit]:
@@ -213,7 +213,10 @@ def prepare_run(
 
     rundir = existing or (RunDir(out) if world.is_writer else ShadowRunDir(out))
     run = Run(
-        config=replace(config, out=str(out)),
+        # the data folder as an absolute path: `segal run --resume` and `segal status`
+        # work from any folder (a run moved to another machine gives --data-path again)
+        config=replace(config, out=str(out), data_path=_absolute(config.data_path) if existing is None
+                       else config.data_path),
         out=out,
         plugins=plugins,
         splits=splits,
@@ -234,9 +237,9 @@ def prepare_run(
         world=world,
     )
     if existing is None:
-        secret = getattr(oracle, "secret_options", frozenset())
+        unsaved = getattr(oracle, "unsaved_options", frozenset())
         recorded = run.config.to_json()
-        recorded["oracle_options"] = {k: v for k, v in recorded["oracle_options"].items() if k not in secret}
+        recorded["oracle_options"] = {k: v for k, v in recorded["oracle_options"].items() if k not in unsaved}
         rundir.create(
             {
                 **recorded,
@@ -268,6 +271,10 @@ def prepare_run(
         rundir.drop_unnamed_masks(run.state)  # what a killed round labelled before its commit
         check_resumed_data(run)
     return run
+
+
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).expanduser().resolve()) if path else path
 
 
 def _check_pool_masks(config: RunConfig, pool: Dataset, oracle: Any) -> list[bool] | None:

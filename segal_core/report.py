@@ -108,7 +108,11 @@ def load_runs(paths: Sequence[Path]) -> list[RunSummary]:
     for path in paths:
         rundir = RunDir.open_existing(Path(path), purpose="report")
         config = rundir.config()
-        history = rundir.history(rundir.state())
+        state = rundir.state()
+        history = rundir.history(state)
+        if not history and state.pending is not None:
+            raise SegalError(f"{path}: the run waits for the labels of its seed set, so no round is trained yet; "
+                             f"see segal status {path}")
         if not history:
             raise SegalError(f"{path}: the run has no completed round yet")
         full = bool(config.get("full"))

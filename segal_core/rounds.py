@@ -297,7 +297,8 @@ def _query_regions(
     annotations = _phase(
         run, round, "label", seconds, lambda: label_regions(run, round, list(zip(ids, regions)), scores)
     )
-    run.call("segal_after_label", round=round, annotations=annotations)
+    if annotations:  # a waiting oracle's labels come with the resume that collects them
+        run.call("segal_after_label", round=round, annotations=annotations)
     return ids, scores, regions
 
 
@@ -331,7 +332,8 @@ def _query(run: Run, round: int, k: int, seconds: dict[str, float], bars: Progre
     queried, picked_scores = _phase(run, round, "select", seconds, select)
     run.call("segal_after_query", round=round, queried=queried, scores=picked_scores, regions=None)
     annotations = _phase(run, round, "label", seconds, lambda: label(run, round, queried, picked_scores))
-    run.call("segal_after_label", round=round, annotations=annotations)
+    if annotations:  # a waiting oracle's labels come with the resume that collects them
+        run.call("segal_after_label", round=round, annotations=annotations)
     return queried, picked_scores
 
 

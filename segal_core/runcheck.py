@@ -176,8 +176,8 @@ def _checked_pending(pending: Any, rounds: int, file: Path) -> dict[str, Any] | 
     unknown = [k for k in pending if k not in ("round", "queries", "folder", "where")]
     if unknown:
         raise damaged(file, f"'pending' has an unknown key {unknown[0]!r}")
-    if not -1 <= pending["round"] < rounds:
-        raise damaged(file, f"'pending.round' is {pending['round']}, but rounds 0..{rounds - 1} are committed")
+    if pending["round"] != rounds - 1:  # the last committed round, or -1 (the seed set) before any
+        raise damaged(file, f"'pending.round' is {pending['round']}, but the last committed round is {rounds - 1}")
     if not re.fullmatch(r"queries/round-(\d{3,}|seed)", pending["folder"]):
         raise damaged(file, f"'pending.folder' {pending['folder']!r} is not a folder queries/round-NNN")
     for n, query in enumerate(pending["queries"]):

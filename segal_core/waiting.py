@@ -110,7 +110,7 @@ def checked_labels(handoff: Handoff, collected: Collected, oracle: str) -> tuple
     for an id, no mask, not the frame's size, values outside the classes."""
     if not isinstance(collected, Collected):
         raise ContractError(f"--oracle {oracle}: collect() returned {type(collected).__name__}, not Collected")
-    wanted = {q.sample_id for q in handoff.queries}
+    wanted = {q.sample_id: q for q in handoff.queries}
     pool, classes, ignore = handoff.pool, len(handoff.classes), handoff.ignore_index
     good: dict[str, Annotation] = {}
     rejected = [" ".join(str(line).split()) for line in collected.rejected]
@@ -144,6 +144,13 @@ def checked_labels(handoff: Handoff, collected: Collected, oracle: str) -> tuple
                 f"{where}: holds the value {value}; class ids are 0..{classes - 1} ({ignore} for unlabelled pixels)"
             )
             continue
+        area = wanted[ann.sample_id].area
+        if area is not None and not bool((mask[area.to(mask.device)] != ignore).any()):
+            rejected.append(
+                f"{where}: labels no pixel of the area queried (only what lies inside the area shown for "
+                f"{ann.sample_id!r} is used); label inside it"
+            )
+            continue
         good[ann.sample_id] = Annotation(ann.sample_id, int((mask != ignore).sum()), mask, ann.source)
     return good, rejected
 
@@ -152,7 +159,7 @@ def _waiting_message(run_dir: Path, pending: Pending, arrived: int, rejected: in
     what = "the seed set" if pending.round < 0 else f"round {pending.round}"
     total = len(pending.queries)
     if first:
-        head = f"{what} waits for labels: {total} queries handed to --oracle {oracle}"
+        head = f"{what} waits for labels: {total} {'query' if total == 1 else 'queries'} handed to --oracle {oracle}"
     else:
         head = (
             f"{what} still waits for labels: {arrived} of {total} in"
@@ -299,7 +306,11 @@ class LabelStatus:
 
 
 def label_status(
-    out: Path | str, *, plugins: Plugins | None = None, oracle_options: dict[str, Any] | None = None
+    out: Path | str,
+    *,
+    plugins: Plugins | None = None,
+    oracle_options: dict[str, Any] | None = None,
+    data_path: str | None = None,
 ) -> LabelStatus:
     """Where the run in ``out`` stands, without training and without changing the
     run's state: for a round waiting for labels, the oracle's :meth:`collect` is
@@ -310,6 +321,7 @@ def label_status(
     :param oracle_options: ``--oracle-opt`` settings to add to the run's own (a
         secret token that ``config.json`` does not keep, a server that moved); only
         the keys the oracle lets change on resume are taken.
+    :param data_path: the data folder, when it is not where the run found it.
     """
     from .config import RunConfig
     from .plugins import load_plugins
@@ -338,6 +350,8 @@ def label_status(
                 f"({', '.join(sorted(free)) or 'none'} can)"
             )
         config = replace(config, oracle_options={**config.oracle_options, **oracle_options})
+    if data_path:
+        config = replace(config, data_path=data_path)
     _, _, _, oracle, unit = check_settings(config, plugins)
     if not getattr(oracle, "waits", False):
         raise SegalError(f"{out}: round {pending.round} waits for labels, but --oracle {config.oracle} does not wait")

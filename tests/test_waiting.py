@@ -314,16 +314,47 @@ def test_region_queries_keep_only_their_area(tmp_path: Path) -> None:
         entry = state["ledger"][q["id"]]
         kept = np.array(Image.open(out / entry["mask_file"])).astype(np.int64)
         assert entry["regions"] == sorted(q["regions"]) and entry["pixels"] == 64 * len(q["regions"])
-        inside = kept != pool.ignore_index
-        assert inside.sum() <= 64 * len(q["regions"])  # only the queried patches (less the unlabelled top row)
-        assert np.array_equal(kept[inside], written[q["id"]][inside])
+        height, width = kept.shape
+        area = np.zeros_like(kept, dtype=bool)  # 8x8 patches numbered row by row
+        for region in q["regions"]:
+            row, col = divmod(region, width // 8)
+            area[8 * row : 8 * row + 8, 8 * col : 8 * col + 8] = True
+        drawn = written[q["id"]]
+        assert np.array_equal(kept != pool.ignore_index, area & (drawn != pool.ignore_index))
+        assert np.array_equal(kept[area], np.where(drawn[area] != pool.ignore_index, drawn[area], pool.ignore_index))
+
+
+def test_a_region_label_outside_its_area_is_rejected(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = config(out, query_unit="patch", unit_options={"size": "8"}, query_size=None, query_pixels=64,
+                 seed_unit="image")
+    with pytest.raises(LabelsPending):
+        run_cycle(cfg, plugins=plugins())
+    state = json.loads((out / "state.json").read_text())
+    (query,) = state["pending"]["queries"]
+    pool = pool_of(out)
+
+    def outside_only(sid: str, mask: np.ndarray) -> np.ndarray:
+        row, col = divmod(query["regions"][0], mask.shape[1] // 8)
+        mask = mask.copy()
+        mask[8 * row : 8 * row + 8, 8 * col : 8 * col + 8] = pool.ignore_index
+        return mask
+
+    answer(out, state["pending"]["folder"], pool, [query["id"]], change=outside_only)
+    with pytest.raises(LabelsPending) as waited:
+        resume_run(out, plugins=plugins())
+    assert waited.value.arrived == 0
+    assert waited.value.rejected == [
+        f"{out / state['pending']['folder'] / (query['id'] + '.npy')}: labels no pixel of the area queried "
+        f"(only what lies inside the area shown for {query['id']!r} is used); label inside it"
+    ]
 
 
 class SecretInbox(Inbox):
     """An inbox behind a token: the token is never saved, the address may move."""
 
     name = "secret_inbox"
-    secret_options = frozenset({"token"})
+    unsaved_options = frozenset({"token", "accept_partial"})
     resume_options = frozenset({"accept_partial", "token", "where"})
 
     def __init__(self, token: str = "", where: str = "here", accept_partial: bool = False) -> None:
@@ -343,7 +374,8 @@ def test_secret_options_are_not_saved_and_connection_options_may_change(tmp_path
     more = load_plugins(extra=[("waiting_test", SecretRegistrations())])
     out = tmp_path / "run"
     with pytest.raises(LabelsPending):
-        run_cycle(config(out, oracle="secret_inbox", oracle_options={"token": "s3cret", "where": "a"}), plugins=more)
+        options = {"token": "s3cret", "where": "a", "accept_partial": "true"}  # accept_partial: this call only
+        run_cycle(config(out, oracle="secret_inbox", oracle_options=options), plugins=more)
     saved = (out / "config.json").read_text()
     assert "s3cret" not in saved and json.loads(saved)["oracle_options"] == {"where": "a"}
     with pytest.raises(SegalError, match="needs --oracle-opt token"):

@@ -122,7 +122,7 @@ class LabelStudio:
                 ) from None
             raise Unreachable(
                 f"--oracle-opt url={self.url}: no Label Studio answers there ({reason}); start the server "
-                "(label-studio start) or fix url= (or LABEL_STUDIO_URL), then run again"
+                "(label-studio start) or fix url= (or LABEL_STUDIO_URL), then resume: segal run --resume RUN"
             ) from None
         if raw:
             return payload

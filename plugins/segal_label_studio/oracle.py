@@ -112,7 +112,7 @@ class LabelStudioOracle(WaitingOracle):
     description: ClassVar[str] = "annotators in a Label Studio server (url=, token=, project=)"
     #: The token is never written to config.json: give it again on --resume (or set
     #: LABEL_STUDIO_API_KEY); a server that moved or a slow one can change too.
-    secret_options: ClassVar[frozenset[str]] = frozenset({"token"})
+    unsaved_options: ClassVar[frozenset[str]] = frozenset({"token", "accept_partial"})
     resume_options: ClassVar[frozenset[str]] = frozenset({"accept_partial", "url", "token", "timeout"})
 
     def __init__(

@@ -137,7 +137,7 @@ class FolderOracle(WaitingOracle):
         where = " (only the areas shown in regions/)" if regions else ""
         # the core adds what to run next (segal run --resume RUN)
         return (
-            f"{len(handoff.queries)} frames to label{where} in {folder}: save class-id masks as masks/<name>.png, "
+            f"{len(handoff.queries)} frame{'' if len(handoff.queries) == 1 else 's'} to label{where} in {folder}: save class-id masks as masks/<name>.png, "
             "see README.txt there"
         )
 
@@ -341,7 +341,9 @@ def _readme(handoff: Handoff, regions: bool, prelabels: bool) -> str:
         "2. Save the mask as masks/<name>.png, the same name as the frame:",
         "   a PNG (never JPEG), one channel (8-bit grey or palette), the frame's size,",
         f"   each pixel a class id below, or {handoff.ignore_index} where you did not label.",
-        "3. When done (or to check what you saved so far), run:",
+        "3. To check what you saved so far (trains nothing):",
+        f"     segal status {run}",
+        "   When every frame is done, go on:",
         f"     segal run --resume {run}",
         "   Each mask at fault is named with what to fix; masks already saved are never changed.",
         "",
