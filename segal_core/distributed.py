@@ -118,7 +118,8 @@ class World:
         waits for the others (at most a minute; not at all for a peer already gone):
         a gloo process that exits while a peer still holds its connections aborts
         ("terminate called without an active exception"), so the ranks tear down
-        together. ``together=False`` (a failure) waits 10 s at most."""
+        together. ``together=False`` (every rank stopped on one mistake) waits 10 s
+        at most. A rank that stops alone (a signal, a lost peer) does not call this."""
         if self._owned:
             import torch.distributed as dist
 
@@ -210,7 +211,7 @@ class World:
             result = action()
         except BaseException as exc:
             self.send_failure(exc)
-            raise
+            raise _together(exc)
         self.broadcast(("ok", 0, result))
         return result
 
@@ -219,7 +220,7 @@ class World:
         :class:`PeerStopped` when it sent a failure instead."""
         status, code, payload = self.broadcast(None)
         if status != "ok":
-            raise PeerStopped(f"rank 0 stopped ({payload})", code)
+            raise _together(PeerStopped(f"rank 0 stopped ({payload})", code))
         return payload
 
     def send_failure(self, exc: BaseException) -> None:
@@ -233,6 +234,16 @@ class World:
         # the exception being raised is what matters
         with contextlib.suppress(Exception):
             self.broadcast(("failed", _exit_code(exc), f"{type(exc).__name__}: {exc}"))
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def _together(exc: E) -> E:
+    """Mark ``exc`` as raised on every rank at one point (see :func:`joined`)."""
+    with contextlib.suppress(AttributeError):
+        exc._segal_together = True  # type: ignore[attr-defined]
+    return exc
 
 
 #: The world of a run in one process: no ``torch.distributed``, every helper a no-op.
@@ -270,11 +281,11 @@ def agree(world: World, action: Callable[[], T]) -> T:
     rank, (code, message, _kind) = failed[0]
     if world.is_writer:
         if rank == 0 and failure is not None:
-            raise failure
+            raise _together(failure)
         error = SegalError(f"rank {rank}: {message}")
         error.exit_code = code  # type: ignore[attr-defined]
-        raise error
-    raise PeerStopped(f"rank {rank} stopped", code)
+        raise _together(error)
+    raise _together(PeerStopped(f"rank {rank} stopped", code))
 
 
 def check_same_settings(world: World, settings: Mapping[str, Any]) -> None:
@@ -291,11 +302,11 @@ def check_same_settings(world: World, settings: Mapping[str, Any]) -> None:
             key = keys[0]
             flag = "--" + key.replace("_options", "-opt").replace("_", "-")
             if world.is_writer:
-                raise SegalError(
+                raise _together(SegalError(
                     f"{flag}: rank {rank} was given {theirs.get(key)!r}, rank 0 {first.get(key)!r}; "
                     "start every process with the same options"
-                )
-            raise PeerStopped(f"settings differ on rank {rank}")
+                ))
+            raise _together(PeerStopped(f"settings differ on rank {rank}"))
 
 
 def is_peer_failure(exc: BaseException) -> bool:
@@ -320,8 +331,11 @@ def joined(env: Mapping[str, str] | None = None) -> Iterator[World]:
     world = World.from_env(env)
     try:
         yield world
-    except BaseException:
-        world.close(together=False)
+    except BaseException as exc:
+        # every rank stopped at one point (a mistake they agreed on): leave together;
+        # anything else (a signal, a lost peer): just go, the others may be anywhere
+        if getattr(exc, "_segal_together", False):
+            world.close(together=False)
         raise
     world.close()
 
