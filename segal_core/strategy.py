@@ -161,7 +161,10 @@ class Strategy(abc.ABC):
     #: Whether each rank may score its own shard of the pool under ``torchrun``: a
     #: score per item that depends on the item alone (and on ``ctx.offset`` for
     #: per-item randomness), and the base :meth:`select`. ``False`` (the default):
-    #: rank 0 scores the whole pool alone.
+    #: rank 0 scores the whole pool alone. Not inherited past an override: a subclass
+    #: that overrides :meth:`score`, :meth:`score_regions` or :meth:`select` without
+    #: saying ``shardable`` itself is scored by rank 0 alone (it may look at the whole
+    #: pool), so a base's promise never covers code it has not seen.
     shardable: ClassVar[bool] = False
 
     #: How :meth:`select` picks (class default; ``__init__`` sets the instance's).
@@ -172,6 +175,9 @@ class Strategy(abc.ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        overrides = any(name in cls.__dict__ for name in ("score", "score_regions", "select"))
+        if overrides and "shardable" not in cls.__dict__:
+            cls.shardable = False  # pool-level logic the base's promise does not cover
         init = cls.__dict__.get("__init__")
         if init is not None and "selection" not in inspect.signature(init).parameters:
             cls.__init__ = _with_selection_options(init)  # type: ignore[method-assign]

@@ -316,3 +316,27 @@ def test_registered_under_names_and_original_aliases() -> None:
         ("least-confidence", LeastConfidence),
     ]:
         assert reg.strategy(alias) is cls
+
+
+def test_shardable_is_not_inherited_past_an_override() -> None:
+    """Under torchrun a strategy is sharded only when the class whose scoring runs
+    said so: an override of score/score_regions/select resets a base's promise."""
+    from segal_core import PoolContext, UncertaintyStrategy
+
+    class PerPixel(UncertaintyStrategy):
+        name = "per_pixel"
+
+        def pixel_scores(self, logits: torch.Tensor) -> torch.Tensor:
+            return logits.softmax(1).amax(1)
+
+    class PoolLevel(PerPixel):
+        name = "pool_level"
+
+        def score(self, ctx: PoolContext) -> torch.Tensor:  # may look at the whole pool
+            return super().score(ctx)
+
+    class PoolLevelButSaysSo(PoolLevel):
+        name = "says_so"
+        shardable = True
+
+    assert PerPixel.shardable and not PoolLevel.shardable and PoolLevelButSaysSo.shardable

@@ -83,6 +83,8 @@ class ClassBalancedEntropy(UncertaintyStrategy):
     name = "class_balanced_entropy"
     aliases = ("cb_entropy", "ClassBalancedEntropy")
     description = "entropy weighted by the inverse labelled frequency of the predicted class"
+    #: Per item, given the weights, which every rank computes alike from the labelled set.
+    shardable = True
 
     def __init__(self, alpha: float = 1.0, max_weight: float = 1000.0, reduction: str = "mean", q: float = 0.1) -> None:
         super().__init__(reduction=reduction, q=q)
