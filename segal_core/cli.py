@@ -222,8 +222,15 @@ def _make_run_command(plugins: Plugins) -> click.Command:
             values = _merge(_merge(defaults, from_file), command_line)
             values["blocked"] = list(plugins.blocked)
             config = RunConfig(**values)
-            if config.out and _rank() == 0:
-                RunDir.check_new(Path(config.out))  # in the command line's words
+            if config.out:
+                # every rank checks, before joining the others (a rank waiting to join
+                # would hold the run up): rank 0 says it, the others stop quietly
+                try:
+                    RunDir.check_new(Path(config.out))  # in the command line's words
+                except SegalError as exc:
+                    if _rank() != 0:
+                        exc._segal_together = True  # type: ignore[attr-defined]
+                    raise
             history = run_cycle(config, plugins=plugins, echo=echo)
         echo(curve_table(history))
 
@@ -239,10 +246,13 @@ def _make_run_command(plugins: Plugins) -> click.Command:
 
 
 def _rank() -> int:
-    """This process's rank under torchrun (0 alone)."""
+    """This process's rank under torchrun: 0 alone (a stray ``RANK`` without
+    ``WORLD_SIZE`` above 1 is not a run of several processes)."""
     import os
 
     try:
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+            return 0
         return int(os.environ.get("RANK", "0") or 0)
     except ValueError:
         return 0
@@ -480,6 +490,10 @@ def _run(args: list[str]) -> int:
     except SegalError as exc:
         click.echo(f"error: {one_line(exc)}", err=True)
         return exc.exit_code
+    except KeyboardInterrupt as exc:  # a signal before or after torch's launcher took it over
+        terminated = isinstance(exc, Terminated)
+        click.echo("terminated" if terminated else "interrupted", err=True)
+        return TERMINATED if terminated else INTERRUPTED
     try:
         return _run_command(args, rank)
     except Exception as exc:
@@ -487,10 +501,11 @@ def _run(args: list[str]) -> int:
 
         if not is_peer_failure(exc):
             raise
-        if rank == 0:
+        if rank == 0:  # torch's own text (a closed connection) says nothing of the cause
             click.echo(
-                f"error: another process of the run stopped ({one_line(SegalError(str(exc)))}); the run folder "
-                "holds every completed round: continue with segal run --resume", err=True,
+                "error: another process of the run stopped; its own message, if it printed one, is above "
+                "(nothing when it was killed); fix its cause, then continue from the last completed round "
+                "with segal run --resume DIR", err=True,
             )
         return 1
 
@@ -510,8 +525,14 @@ def _run_command(args: list[str], rank: int) -> int:
         click.echo(f"waiting: {one_line(SegalError(exc.message))}", err=True)
         return exc.exit_code
     except SegalError as exc:
-        if rank == 0:  # under torchrun rank 0 says it (another rank's mistake included)
+        # under torchrun rank 0 says what every rank agreed on (another rank's mistake
+        # included); a rank that stopped alone says its own, rank 0 only sees it gone
+        from .distributed import PeerStopped
+
+        if rank == 0:
             click.echo(f"error: {one_line(exc)}", err=True)
+        elif not isinstance(exc, PeerStopped) and not getattr(exc, "_segal_together", False):
+            click.echo(f"error: rank {rank}: {one_line(exc)}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code

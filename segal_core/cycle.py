@@ -119,7 +119,20 @@ def run_cycle(
 
 
 def _start(config: RunConfig, *, plugins: Plugins | None, echo: Echo, world: World) -> list[dict[str, Any]]:
-    run = agree(world, lambda: prepare_run(config, plugins=plugins, echo=echo, world=world))
+    made: list[Run] = []
+
+    def prepare() -> Run:
+        made.append(prepare_run(config, plugins=plugins, echo=echo, world=world))
+        return made[-1]
+
+    try:
+        run = agree(world, prepare)
+    except BaseException:
+        # another rank's set-up failed after rank 0 wrote the new run's config.json and
+        # state.json: take them away again (the lock then removes the folder it made)
+        if made and world.distributed and world.is_writer:
+            RunDir(made[0].out).clear()
+        raise
     assert run.model is not None
     log.info(
         f"run {run.out}: {config.dataset} pool {len(run.pool)}, strategy {config.strategy}, "

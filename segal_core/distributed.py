@@ -34,6 +34,28 @@ T = TypeVar("T")
 #: Settings that may differ between ranks (each process's own threads and workers).
 LOCAL_SETTINGS = frozenset({"threads", "num_workers", "progress", "out"})
 
+#: The environment variable giving how long (seconds) a rank waits for the others in
+#: one control message; the default is a week, so a phase rank 0 runs alone (scoring a
+#: whole pool for a strategy that does not shard, a slow oracle, a big commit) never
+#: times the others out.
+TIMEOUT_ENV = "SEGAL_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 7 * 24 * 3600.0
+
+
+def control_timeout(env: Mapping[str, str]) -> float:
+    """Seconds a rank waits in one control message (:data:`TIMEOUT_ENV`, default a week)."""
+    text = env.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise _together(SegalError(f"{TIMEOUT_ENV}={text}: expected a number of seconds above 0 (default {DEFAULT_TIMEOUT_S:.0f}, "
+                         "a week); unset it for the default"))  # the same on every rank: rank 0 says it
+    return seconds
+
 
 class PeerStopped(SegalError):
     """Another rank stopped (a mistake, a failure): this rank stops too, silently;
@@ -67,9 +89,13 @@ class World:
     # -- building ------------------------------------------------------------------
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, timeout_s: float = 1800.0) -> World:
+    def from_env(cls, env: Mapping[str, str] | None = None, *, timeout_s: float | None = None) -> World:
         """The world torchrun describes in ``env`` (default ``os.environ``), its process
         group joined; :data:`SINGLE` without ``WORLD_SIZE`` or with 1.
+
+        ``timeout_s``: how long a rank waits for the others in one control message
+        (default: ``SEGAL_DIST_TIMEOUT`` in ``env``, else a week); the group that
+        trains (NCCL on CUDA) keeps torch's own timeout.
 
         The default group is ``gloo`` for CPU tensors and, where CUDA is available,
         ``nccl`` for CUDA tensors (``cpu:gloo,cuda:nccl``), so the backend never
@@ -94,22 +120,22 @@ class World:
         if "MASTER_ADDR" not in env or "MASTER_PORT" not in env:
             raise SegalError("WORLD_SIZE is set but MASTER_ADDR/MASTER_PORT are not; start several processes "
                              "with torchrun or segal run --nproc-per-node N")
+        timeout = datetime.timedelta(seconds=control_timeout(env) if timeout_s is None else timeout_s)
         import torch
         import torch.distributed as dist
 
         cuda = torch.cuda.is_available()
         backend = "cpu:gloo,cuda:nccl" if cuda else "gloo"
-        timeout = datetime.timedelta(seconds=timeout_s)
-        if cuda:
-            if local >= torch.cuda.device_count():
-                raise SegalError(
-                    f"LOCAL_RANK={local}: this machine has {torch.cuda.device_count()} CUDA devices; "
-                    "start at most that many processes per machine (--nproc-per-node)"
-                )
+        if cuda and local < torch.cuda.device_count():
+            # whether this rank uses its GPU is known once the settings are read
+            # (World.device); a rank past the GPUs may still run on the CPU
             torch.cuda.set_device(local)
         owned = not dist.is_initialized()
         if owned:
-            dist.init_process_group(backend=backend, rank=rank, world_size=size, timeout=timeout)
+            if cuda:  # the default group trains: NCCL keeps torch's timeout, gloo the long one
+                dist.init_process_group(backend=backend, rank=rank, world_size=size)
+            else:  # gloo for everything: the control messages' timeout
+                dist.init_process_group(backend=backend, rank=rank, world_size=size, timeout=timeout)
         control = dist.new_group(backend="gloo", timeout=timeout) if cuda else dist.group.WORLD
         return cls(rank, local, size, local_size, backend, control, owned)
 
@@ -147,6 +173,14 @@ class World:
         ``cuda`` or ``auto`` where CUDA is there; ``wanted`` otherwise."""
         cuda = self.distributed and self.backend is not None and "nccl" in self.backend
         if cuda and wanted in ("auto", "cuda"):
+            import torch
+
+            count = torch.cuda.device_count()
+            if self.local_rank >= count:
+                raise SegalError(
+                    f"--device {wanted}: LOCAL_RANK={self.local_rank} but this machine has {count} CUDA devices; "
+                    "start at most that many processes per machine (--nproc-per-node), or give --device cpu"
+                )
             return f"cuda:{self.local_rank}"
         if self.distributed and wanted.startswith("cuda:"):
             raise SegalError(
@@ -300,7 +334,9 @@ def check_same_settings(world: World, settings: Mapping[str, Any]) -> None:
         keys = sorted(k for k in set(first) | set(theirs) if first.get(k) != theirs.get(k))
         if keys:
             key = keys[0]
-            flag = "--" + key.replace("_options", "-opt").replace("_", "-")
+            from .config import _flag
+
+            flag = "plugin options" if key == "plugin_options" else _flag(key)
             if world.is_writer:
                 raise _together(SegalError(
                     f"{flag}: rank {rank} was given {theirs.get(key)!r}, rank 0 {first.get(key)!r}; "

@@ -56,15 +56,22 @@ def split_nproc(args: Sequence[str]) -> tuple[int | None, list[str]]:
 
 @contextlib.contextmanager
 def _quiet_launcher() -> Iterator[None]:
-    """The launcher's own log lines (its config, a box per failed worker) stay out of
-    the way: a failed run already said why, in one line, on rank 0."""
-    logger = logging.getLogger("torch.distributed.elastic")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    """The launcher's own log lines (its config, a box per failed worker, "Received 15
+    death signal") stay out of the way: a failed run already said why, in one line, on
+    rank 0. torch gives several of its loggers a level of their own (``LOGLEVEL``), so
+    each ``torch.distributed`` logger is quieted, not only their parent."""
+    names = ["torch.distributed", "torch.distributed.elastic"] + [
+        name for name in logging.root.manager.loggerDict if name.startswith("torch.distributed.")
+    ]
+    loggers = [logging.getLogger(name) for name in dict.fromkeys(names)]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def launch(nproc: int, args: Sequence[str]) -> int:
@@ -76,6 +83,7 @@ def launch(nproc: int, args: Sequence[str]) -> int:
         from .cli import run_main
 
         return run_main(list(args))
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -98,4 +106,8 @@ def launch(nproc: int, args: Sequence[str]) -> int:
         failures = sorted(exc.failures.items(), key=lambda item: (item[1].exitcode <= 0, item[1].timestamp, item[0]))
         code = failures[0][1].exitcode if failures else 1
         return code if code > 0 else 128 - code  # a signal -N: 128 + N, as a shell says
+    except SignalException as exc:
+        # Ctrl-C or SIGTERM to the launcher: torch has passed it on to every rank and
+        # waited for them; rank 0 said where the run stands (interrupted:/terminated:)
+        return 128 + int(exc.sigval)
     return 0

@@ -183,7 +183,8 @@ def query_images(run: Run, round: int, k: int, seconds: dict[str, float], bars: 
     run.call("segal_after_scoring", round=round, ids=queried, scores=torch.tensor(picked_scores), regions=None)
     run.call("segal_after_query", round=round, queried=queried, scores=picked_scores, regions=None)
     annotations = _phase(run, round, "label", seconds, lambda: label(run, round, queried, picked_scores))
-    run.call("segal_after_label", round=round, annotations=annotations)
+    if annotations:  # a waiting oracle's labels come with the resume that collects them (as rounds.py)
+        run.call("segal_after_label", round=round, annotations=annotations)
     return world.on_writer(lambda: (queried, picked_scores))  # every rank knows the query
 
 
@@ -247,7 +248,8 @@ def query_regions(
     annotations = _phase(
         run, round, "label", seconds, lambda: label_regions(run, round, list(zip(ids, regions)), scores)
     )
-    run.call("segal_after_label", round=round, annotations=annotations)
+    if annotations:  # a waiting oracle's labels come with the resume that collects them (as rounds.py)
+        run.call("segal_after_label", round=round, annotations=annotations)
     return world.on_writer(lambda: (ids, scores, regions))
 
 

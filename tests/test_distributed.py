@@ -8,7 +8,9 @@
 * kill -9 of one rank mid-round stops the others and ``--resume`` (1 process)
   finishes the run; a run of one process resumes under torchrun;
 * bad input: more processes than pool images, different settings on one rank:
-  one line on rank 0, nothing on the others, no traceback.
+  one line on rank 0, nothing on the others, no traceback; a failure on rank 1
+  alone is shown by rank 1 (``error: rank 1: ...``); SIGTERM to the launcher ends
+  in the run's own ``terminated:`` line, exit 143.
 """
 
 from __future__ import annotations
@@ -87,6 +89,38 @@ if WATCH and AUDIT:
             json.dump(seen, fh)
 
     atexit.register(dump)
+'''
+
+
+# a shardable strategy that fails on one rank (SEGAL_TEST_FAIL_RANK), in scoring or,
+# with SEGAL_TEST_FAIL_AT=setup, when the model is checked during set-up
+RANK_FAIL = '''
+import os, torch
+from segal_core import Strategy, SegalError, hookimpl
+
+RANK = os.environ.get("RANK", "0")
+FAIL = os.environ.get("SEGAL_TEST_FAIL_RANK", "")
+AT = os.environ.get("SEGAL_TEST_FAIL_AT", "score")
+
+
+class FailsOnOneRank(Strategy):
+    name = "failsonerank"
+    uses_model = False
+    shardable = True
+
+    def check_model(self, model):
+        if AT == "setup" and RANK == FAIL:
+            raise SegalError(f"--strategy failsonerank: no model fits here (rank {RANK})")
+
+    def score(self, ctx):
+        if AT == "score" and RANK == FAIL:
+            raise SegalError(f"--strategy failsonerank: the pool cannot be scored here (rank {RANK})")
+        return torch.arange(len(ctx.pool), dtype=torch.float32) + ctx.offset
+
+
+@hookimpl
+def segal_register_strategies():
+    return [FailsOnOneRank]
 '''
 
 
@@ -366,3 +400,122 @@ def test_kill_then_resume_on_two_processes(tmp_path: Path) -> None:
     assert [r["world_size"] for r in records] == [2, 2, 2]
     queried = [sid for r in records for sid in r["queried"]]
     assert len(queried) == len(set(queried)) == 8
+
+
+# -- a failure on one rank other than 0 -------------------------------------------------
+
+
+def _fail_env(tmp_path: Path, rank: int, at: str) -> dict[str, str]:
+    plugin = make_distribution(tmp_path / "failplugin", "segal-test-rankfail", {"segal_test_rankfail": RANK_FAIL},
+                               {"segal_test_rankfail": "segal_test_rankfail"})
+    return {"PYTHONPATH": os.pathsep.join([str(plugin), os.environ.get("PYTHONPATH", "")]),
+            "SEGAL_TEST_FAIL_RANK": str(rank), "SEGAL_TEST_FAIL_AT": at, "OMP_NUM_THREADS": "1"}
+
+
+def test_a_failure_on_rank_1_after_set_up_is_shown(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "segal_core", "run", *TINY_ARGS, "--rounds", "2", "--strategy", "failsonerank",
+         "--threads", "1", "--out", str(out), "--nproc-per-node", "2"],
+        capture_output=True, text=True, timeout=240, env={**os.environ, **_fail_env(tmp_path, 1, "score")},
+    )
+    assert proc.returncode != 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    mine = [line for line in proc.stderr.splitlines() if line.startswith("error: rank 1: ")]
+    assert mine == ["error: rank 1: --strategy failsonerank: the pool cannot be scored here (rank 1)"], proc.stderr
+    assert "GLHF" not in proc.stderr and "pair.cc" not in proc.stderr, proc.stderr
+
+
+def test_a_set_up_mistake_on_rank_1_leaves_no_run_folder(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "segal_core", "run", *TINY_ARGS, "--strategy", "failsonerank",
+         "--threads", "1", "--out", str(out), "--nproc-per-node", "2"],
+        capture_output=True, text=True, timeout=240, env={**os.environ, **_fail_env(tmp_path, 1, "setup")},
+    )
+    assert proc.returncode == 2, proc.stderr
+    line = _one_error_line(proc.stderr)
+    assert line == "error: rank 1: --strategy failsonerank: no model fits here (rank 1)", line
+    assert not out.exists(), sorted(p.name for p in out.iterdir())
+
+
+def test_out_not_empty_fails_fast_on_every_rank(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "segal_core", "run", *TINY_ARGS, "--threads", "1", "--out", str(out),
+         "--nproc-per-node", "2"],
+        capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    took = time.monotonic() - started
+    assert proc.returncode == 2, proc.stderr
+    line = _one_error_line(proc.stderr)
+    assert line.startswith(f"error: --out {out}"), line
+    assert took < 25, f"took {took:.0f} s"
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_a_stray_rank_without_world_size_is_one_process(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from segal_core.cli import _rank
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert _rank() == 0
+    assert run_main(["run", "--strategy", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert _rank() == 0
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert _rank() == 1
+
+
+def test_control_timeout_is_long_and_configurable() -> None:
+    from segal_core.distributed import DEFAULT_TIMEOUT_S, control_timeout
+    from segal_core.errors import SegalError
+
+    assert control_timeout({}) == DEFAULT_TIMEOUT_S >= 7 * 24 * 3600
+    assert control_timeout({"SEGAL_DIST_TIMEOUT": "90"}) == 90.0
+    for bad in ("0", "-5", "soon", "inf"):
+        with pytest.raises(SegalError, match="SEGAL_DIST_TIMEOUT"):
+            control_timeout({"SEGAL_DIST_TIMEOUT": bad})
+
+
+def test_settings_that_differ_are_named_by_their_flag() -> None:
+    from segal_core.distributed import World, check_same_settings
+    from segal_core.errors import SegalError
+
+    class Two(World):
+        def __init__(self, theirs: dict[str, Any]) -> None:
+            super().__init__(rank=0, world_size=2)
+            self.theirs = theirs
+
+        def all_gather(self, obj: Any) -> list[Any]:
+            return [obj, self.theirs]
+
+    for key, value, flag in (("model_options", {"a": 2}, "--model-opt"), ("plugin_options", {"x": 1},
+                             "plugin options"), ("query_size", 5, "--query-size")):
+        mine = {"model_options": {"a": 1}, "plugin_options": {}, "query_size": 4}
+        with pytest.raises(SegalError) as caught:
+            check_same_settings(Two({**mine, key: value}), mine)
+        assert str(caught.value).startswith(f"{flag}: rank 1 was given"), str(caught.value)
+
+
+def test_sigterm_to_the_launcher_stops_the_run_cleanly(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    env, mark = _pause_env(tmp_path, "train:1")  # round 0 committed, round 1 training
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segal_core", "run", *TINY_ARGS, "--rounds", "3", "--threads", "1", "--out", str(out),
+         "--nproc-per-node", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **env}, preexec_fn=default_signals,
+    )
+    _wait_for([Path(f"{mark}.0"), Path(f"{mark}.1")], proc)
+    proc.send_signal(signal.SIGTERM)  # the launcher alone, as systemd or a scheduler would
+    code, _, err = finish(proc, timeout=120)
+    assert code == 143, err
+    assert "Traceback" not in err and "death signal" not in err, err
+    assert f"terminated: {out} holds every completed round" in err, err
+    assert json.loads((out / "state.json").read_text())["completed_rounds"] == 1
