@@ -74,12 +74,18 @@ def _quiet_launcher() -> Iterator[None]:
             logger.setLevel(level)
 
 
+def _starts_nothing(args: Sequence[str]) -> bool:
+    """Whether the command line only shows something (``--help``, ``--resume DIR
+    --dry-run``): it runs once, in this process, not on every rank."""
+    return any(a in ("-h", "--help", "--dry-run") for a in args)
+
+
 def launch(nproc: int, args: Sequence[str]) -> int:
     """Start ``python -m segal_core ARGS`` on ``nproc`` processes of this machine and
     wait for them; returns rank 0's exit status (or the first failed rank's)."""
     if "WORLD_SIZE" in os.environ and os.environ["WORLD_SIZE"] not in ("", "1"):
         raise SegalError(f"{FLAG}: this process was already started by torchrun; drop {FLAG}")
-    if nproc == 1:
+    if nproc == 1 or _starts_nothing(args):
         from .cli import run_main
 
         return run_main(list(args))

@@ -124,6 +124,22 @@ def segal_register_strategies():
 '''
 
 
+# records every segal_after_label call (round, number of annotations) into SEGAL_TEST_AFTER_LABEL
+AFTER_LABEL = '''
+import json, os
+from segal_core import hookimpl
+
+LOG = os.environ.get("SEGAL_TEST_AFTER_LABEL")
+
+
+@hookimpl
+def segal_after_label(run, round, annotations):
+    if LOG:
+        with open(LOG, "a") as fh:
+            fh.write(json.dumps([round, len(annotations)]) + "\\n")
+'''
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -301,13 +317,19 @@ def test_waiting_oracle_under_two_processes(tmp_path: Path, camvid_mini: Path) -
 
     data, out = camvid_folder(camvid_mini, tmp_path / "data", labelled=4), tmp_path / "run"
     launch = [sys.executable, "-m", "segal_core"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    hook = make_distribution(tmp_path / "hook", "segal-test-afterlabel", {"segal_test_afterlabel": AFTER_LABEL},
+                             {"segal_test_afterlabel": "segal_test_afterlabel"})
+    calls = tmp_path / "after_label.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SEGAL_TEST_AFTER_LABEL": str(calls),
+           "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
     first = subprocess.run([*launch, *folder_args(data, out, "--rounds", "2"), "--threads", "1",
                             "--nproc-per-node", "2"], capture_output=True, text=True, env=env, timeout=240)
     assert first.returncode == 75, first.stderr
     waiting = [line for line in first.stderr.splitlines() if line.startswith("waiting:")]
     assert len(waiting) == 1, first.stderr  # rank 0 alone says it
     assert pending(out)["round"] == 0 and len(pending(out)["queries"]) == 3
+    # the hand-out is no labelling: segal_after_label waits for the labels (as in one process)
+    assert not calls.exists(), calls.read_text()
     written = annotate(out, camvid_mini)
     again = subprocess.run([*launch, "run", "--resume", str(out), "--no-progress", "--threads", "1",
                             "--nproc-per-node", "2"], capture_output=True, text=True, env=env, timeout=240)
@@ -316,6 +338,9 @@ def test_waiting_oracle_under_two_processes(tmp_path: Path, camvid_mini: Path) -
     records = checked_history(out)
     assert [r["world_size"] for r in records] == [2, 2]
     assert records[1]["labeled"] == 7  # the 4 seed frames and the 3 collected labels
+    seen = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert seen and all(n > 0 for _, n in seen), seen
+    assert [0, 3] in seen, seen
 
 
 # -- bad input -------------------------------------------------------------------------
@@ -519,3 +544,27 @@ def test_sigterm_to_the_launcher_stops_the_run_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in err and "death signal" not in err, err
     assert f"terminated: {out} holds every completed round" in err, err
     assert json.loads((out / "state.json").read_text())["completed_rounds"] == 1
+
+
+def test_the_gpu_count_is_checked_only_when_the_device_asks_for_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from segal_core.distributed import World
+    from segal_core.errors import SegalError
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    world = World(rank=1, local_rank=1, world_size=2, local_world_size=2, backend="cpu:gloo,cuda:nccl")
+    assert world.device("cpu") == "cpu"  # more processes than GPUs: fine on the CPU
+    for wanted in ("cuda", "auto"):
+        with pytest.raises(SegalError, match=r"^--device .*LOCAL_RANK=1 .* 1 CUDA devices"):
+            world.device(wanted)
+    first = World(rank=0, local_rank=0, world_size=2, local_world_size=2, backend="cpu:gloo,cuda:nccl")
+    assert first.device("cuda") == "cuda:0"
+
+
+def test_help_and_dry_run_print_once(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    assert run_main(["run", "--nproc-per-node", "2", "--help"]) == 0
+    assert capfd.readouterr().out.count("Usage: segal run") == 1
+    assert run_main(["run", "--nproc-per-node", "2", "--resume", str(tmp_path), "--dry-run"]) == 2
+    err = capfd.readouterr().err
+    assert err.count("error: ") == 1, err
