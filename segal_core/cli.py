@@ -225,12 +225,7 @@ def _make_run_command(plugins: Plugins) -> click.Command:
             if config.out:
                 # every rank checks, before joining the others (a rank waiting to join
                 # would hold the run up): rank 0 says it, the others stop quietly
-                try:
-                    RunDir.check_new(Path(config.out))  # in the command line's words
-                except SegalError as exc:
-                    if _rank() != 0:
-                        exc._segal_together = True  # type: ignore[attr-defined]
-                    raise
+                RunDir.check_new(Path(config.out))  # in the command line's words
             history = run_cycle(config, plugins=plugins, echo=echo)
         echo(curve_table(history))
 
@@ -256,6 +251,14 @@ def _rank() -> int:
         return int(os.environ.get("RANK", "0") or 0)
     except ValueError:
         return 0
+
+
+def _in_group() -> bool:
+    """Whether this process joined the run's process group (and has not left it): a
+    mistake made before joining is in the command line every rank was given, and
+    rank 0 says it."""
+    dist = sys.modules.get("torch.distributed")
+    return dist is not None and dist.is_available() and dist.is_initialized()
 
 
 def _silent(_: str) -> None:
@@ -502,10 +505,11 @@ def _run(args: list[str]) -> int:
         if not is_peer_failure(exc):
             raise
         if rank == 0:  # torch's own text (a closed connection) says nothing of the cause
+            run_dir = getattr(exc, "run_dir", None) or "DIR"
             click.echo(
                 "error: another process of the run stopped; its own message, if it printed one, is above "
                 "(nothing when it was killed); fix its cause, then continue from the last completed round "
-                "with segal run --resume DIR", err=True,
+                f"with segal run --resume {run_dir}", err=True,
             )
         return 1
 
@@ -531,7 +535,7 @@ def _run_command(args: list[str], rank: int) -> int:
 
         if rank == 0:
             click.echo(f"error: {one_line(exc)}", err=True)
-        elif not isinstance(exc, PeerStopped) and not getattr(exc, "_segal_together", False):
+        elif not isinstance(exc, PeerStopped) and not getattr(exc, "_segal_together", False) and _in_group():
             click.echo(f"error: rank {rank}: {one_line(exc)}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
@@ -541,6 +545,8 @@ def _run_command(args: list[str], rank: int) -> int:
         click.echo(f"error: {where}{exc.strerror or exc}; the run folder keeps its last completed round", err=True)
         return 1
     except click.ClickException as exc:
+        if rank != 0:  # the command line every rank was given: rank 0 says it
+            return exc.exit_code
         ctx = getattr(exc, "ctx", None)
         where = f"{ctx.command_path}: " if ctx is not None else ""
         click.echo(f"error: {where}{exc.format_message()} (see --help)", err=True)

@@ -10,6 +10,7 @@ directory (:mod:`segal_core.rundir`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -70,8 +71,9 @@ def _loop(run: Run) -> list[dict[str, Any]]:
             if run.state.pending is not None:
                 raise pending_error(run, first=True)
         run.call("segal_run_end", history=run.history)
-    except (KeyboardInterrupt, LabelsPending) as exc:
-        exc.run_dir = run.out  # type: ignore[union-attr]  # for the CLI's message
+    except BaseException as exc:  # a signal, labels pending, a peer lost: the CLI names the folder
+        with contextlib.suppress(AttributeError):
+            exc.run_dir = run.out  # type: ignore[attr-defined]
         raise
     finally:
         bars.close()

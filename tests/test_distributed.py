@@ -568,3 +568,15 @@ def test_help_and_dry_run_print_once(tmp_path: Path, capfd: pytest.CaptureFixtur
     assert run_main(["run", "--nproc-per-node", "2", "--resume", str(tmp_path), "--dry-run"]) == 2
     err = capfd.readouterr().err
     assert err.count("error: ") == 1, err
+
+
+@pytest.mark.parametrize("bad", [["--model-opt", "foo"], ["--strategyy", "x"]])
+def test_a_command_line_mistake_is_said_once(tmp_path: Path, bad: list[str]) -> None:
+    """Every rank parses the same command line before joining: rank 0 alone says it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "segal_core", "run", *TINY_ARGS, "--threads", "1", "--out", str(tmp_path / "run"),
+         "--nproc-per-node", "2", *bad],
+        capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert _one_error_line(proc.stderr).startswith("error: "), proc.stderr
