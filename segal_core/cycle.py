@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from .config import OPTION_MAPS, RunConfig
 from .distributed import World, agree, check_same_settings, joined, writer_lock
-from .errors import LabelsPending, SegalError
+from .errors import SegalError
 from .plugins import Plugins, load_plugins
 from .prepare import check_settings, default_out, prepare_run, resume_free_oracle_options
 from .progress import Bars
@@ -133,7 +133,8 @@ def _start(config: RunConfig, *, plugins: Plugins | None, echo: Echo, world: Wor
         # another rank's set-up failed after rank 0 wrote the new run's config.json and
         # state.json: take them away again (the lock then removes the folder it made)
         if made and world.distributed and world.is_writer:
-            RunDir(made[0].out).clear()
+            with contextlib.suppress(OSError):  # the mistake is what to show, not a failed clean-up
+                RunDir(made[0].out).clear()
         raise
     assert run.model is not None
     log.info(

@@ -52,8 +52,10 @@ def control_timeout(env: Mapping[str, str]) -> float:
     except ValueError:
         seconds = -1.0
     if not 0 < seconds < float("inf"):
-        raise _together(SegalError(f"{TIMEOUT_ENV}={text}: expected a number of seconds above 0 (default {DEFAULT_TIMEOUT_S:.0f}, "
-                         "a week); unset it for the default"))  # the same on every rank: rank 0 says it
+        raise _together(SegalError(  # the same on every rank: rank 0 says it
+            f"{TIMEOUT_ENV}={text}: expected a number of seconds above 0 (default {DEFAULT_TIMEOUT_S:.0f}, a week); "
+            "unset it for the default"
+        ))
     return seconds
 
 
