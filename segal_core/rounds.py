@@ -289,7 +289,14 @@ def _query_regions(
         **_labelled(run),
     )
     picks = _phase(run, round, "score", seconds, lambda: run.strategy.score_regions(ctx))
-    ids = [view.ids[p.index] for p in picks]
+    return label_picked_regions(run, round, [view.ids[p.index] for p in picks], picks, seconds)
+
+
+def label_picked_regions(
+    run: Run, round: int, ids: list[str], picks: Sequence[Any], seconds: dict[str, float]
+) -> tuple[list[str], list[float], list[int]]:
+    """The selected regions (``ids[i]`` the image of ``picks[i]``) through the scoring
+    and query hooks, then labelled; returns the ids, scores and region ids."""
     scores = [p.score for p in picks]
     regions = [p.region for p in picks]
     run.call("segal_after_scoring", round=round, ids=ids, scores=torch.tensor(scores), regions=regions)

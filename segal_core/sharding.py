@@ -210,7 +210,7 @@ def query_regions(
 ) -> tuple[list[str], list[float], list[int]]:
     """:func:`segal_core.rounds._query_regions` under ``torchrun``: each rank scores the
     regions of its shard, rank 0 merges the picks and labels them."""
-    from .rounds import _context, _labelled, _phase, _query_regions, label_regions
+    from .rounds import _context, _labelled, _phase, _query_regions, label_picked_regions
 
     world = run.world
     if not sharded(run):
@@ -240,17 +240,8 @@ def query_regions(
         world, run.strategy, view, budget, make_ctx,
         phase=lambda name, action: _phase(run, round, name, seconds, action),
     )
-    ids = [pool.ids[positions[p.index]] for p in picks]
-    scores = [p.score for p in picks]
-    regions = [p.region for p in picks]
-    run.call("segal_after_scoring", round=round, ids=ids, scores=torch.tensor(scores), regions=regions)
-    run.call("segal_after_query", round=round, queried=ids, scores=scores, regions=regions)
-    annotations = _phase(
-        run, round, "label", seconds, lambda: label_regions(run, round, list(zip(ids, regions)), scores)
-    )
-    if annotations:  # a waiting oracle's labels come with the resume that collects them (as rounds.py)
-        run.call("segal_after_label", round=round, annotations=annotations)
-    return world.on_writer(lambda: (ids, scores, regions))
+    done = label_picked_regions(run, round, [pool.ids[positions[p.index]] for p in picks], picks, seconds)
+    return world.on_writer(lambda: done)
 
 
 def _alone(run: Run, query: Callable[[], T]) -> T:

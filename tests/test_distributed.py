@@ -30,7 +30,7 @@ import pytest
 from segal_core.cli import run_main
 from segal_core.rundir import RunDir
 
-from cycle_helpers import TINY_ARGS, history
+from cycle_helpers import TINY_ARGS
 from fakedist import make_distribution
 from pause_plugin import default_signals
 

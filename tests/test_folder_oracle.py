@@ -352,7 +352,7 @@ def test_a_run_waits_rejects_bad_masks_and_goes_on(
     assert run_main(run_args(data, out, "--rounds", "3")) == 75
     err = capsys.readouterr().err
     assert "4 with a mask and 8 without" in err and "round 0 waits for labels: 3 queries" in err
-    assert f"save class-id masks as masks/<name>.png" in err and f"segal run --resume {out}" in err
+    assert "save class-id masks as masks/<name>.png" in err and f"segal run --resume {out}" in err
     folder = out / "queries" / "round-000"
     rows = tasks(folder)
     assert len(rows) == 3 and all((folder / "images" / r["file"]).is_file() for r in rows)

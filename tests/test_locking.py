@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -66,7 +65,7 @@ def busy_line(err: str, pid: int) -> str:
     assert "Traceback" not in err
     assert len(lines) == 1, err
     line = lines[0]
-    assert line.startswith("error: ") and f"in use by " in line, line
+    assert line.startswith("error: ") and "in use by " in line, line
     assert f"pid {pid} on {socket.gethostname()} since 20" in line, line
     return line
 

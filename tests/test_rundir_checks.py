@@ -210,7 +210,7 @@ def test_killed_before_config_json_starts_again(tmp_path: Path, reference: list[
     (out / LOCK_NAME).write_text('{"pid": 1}')
     (out / ".config.json.abc.tmp").write_text("{half")
     message = resume_error(out)
-    assert f"the run never started" in message and f"segal run --out {out}" in message
+    assert "the run never started" in message and f"segal run --out {out}" in message
     RunDir.check_new(out)  # the advice holds: --out accepts it
     assert [r["queried"] for r in run_cycle(config(out), plugins=plugins())] == reference
     assert not list(out.glob(".*.tmp"))

@@ -321,7 +321,7 @@ def test_registered_under_names_and_original_aliases() -> None:
 def test_shardable_is_not_inherited_past_an_override() -> None:
     """Under torchrun a strategy is sharded only when the class whose scoring runs
     said so: an override of score/score_regions/select resets a base's promise."""
-    from segal_core import PoolContext, UncertaintyStrategy
+    from segal_core import UncertaintyStrategy
 
     class PerPixel(UncertaintyStrategy):
         name = "per_pixel"
