@@ -26,10 +26,7 @@ from .rounds import one_round, seed_ledger, summary_line
 from .run import Echo, Run, _quiet
 from .rundir import RunDir, RunState
 from .shadow import ShadowRunDir, read_snapshot
-from .sharding import on_writer_labels
 from .waiting import collect, pending_error
-
-collect = on_writer_labels(collect)  # under torchrun rank 0 collects; the others get the ledger
 
 __all__ = ["default_out", "prepare_run", "resume_run", "run_cycle", "summary_line"]
 

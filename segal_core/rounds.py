@@ -55,6 +55,7 @@ def _phase(run: Run, round: int, name: str, seconds: dict[str, float], action: C
 # -- labels ------------------------------------------------------------------------
 
 
+@on_writer_labels  # under torchrun rank 0 labels; the others get the ledger
 def label(run: Run, round: int, ids: Sequence[str], scores: Sequence[float] | None = None,
           oracle: Oracle | None = None) -> list[Annotation]:
     """Ask the oracle (``oracle``, else the run's) for ``ids`` and enter the answers
@@ -78,9 +79,6 @@ def label(run: Run, round: int, ids: Sequence[str], scores: Sequence[float] | No
             run.keep_mask(ann.sample_id, ann.mask)
         run.state.ledger[ann.sample_id] = LedgerEntry(round=round, pixels=int(ann.labeled_pixels), mask_file=mask_file)
     return annotations
-
-
-label = on_writer_labels(label)  # under torchrun rank 0 labels; the others get the ledger
 
 
 class _DatasetMasks(Oracle):
@@ -136,6 +134,7 @@ def seed_ledger(run: Run) -> None:
         label_regions(run, -1, [(pool.ids[p.index], p.region) for p in picks], oracle=seeder)
 
 
+@on_writer_labels
 def label_regions(
     run: Run, round: int, picks: Sequence[tuple[str, int]], scores: Sequence[float] | None = None,
     oracle: Oracle | None = None,
@@ -185,9 +184,6 @@ def label_regions(
             regions=regions,
         )
     return annotations
-
-
-label_regions = on_writer_labels(label_regions)
 
 
 def next_query_size(run: Run, round: int) -> int:

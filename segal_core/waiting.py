@@ -26,6 +26,7 @@ from .dataset import Dataset
 from .errors import ContractError, LabelsPending, SegalError
 from .oracle import Annotation, Collected, Handoff, Query, WaitingOracle
 from .rundir import LedgerEntry, Pending
+from .sharding import on_writer_labels
 
 if TYPE_CHECKING:
     from .plugins import Plugins
@@ -181,6 +182,7 @@ def pending_error(run: Run, *, arrived: int = 0, rejected: Sequence[str] = (), f
     )
 
 
+@on_writer_labels  # under torchrun rank 0 collects; the others get the ledger
 def collect(run: Run) -> None:
     """Collect the pending round's labels into the ledger (the caller commits);
     raises :class:`LabelsPending` while some are missing, unless the oracle accepts
